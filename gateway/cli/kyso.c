@@ -1,0 +1,332 @@
+/*
+ * kyso - the command line face of libkyso: sign and verify .eml files
+ * offline, with exactly the code paths the milter uses.
+ *
+ * Exit codes: verify 0 pass, 2 none, 1 any other verdict; 64 usage,
+ * 65 unusable input, 66 unreadable input, 69 key store unavailable, 70 internal.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kyso.h"
+
+enum {
+    EX_USAGE_ = 64,
+    EX_DATAERR_ = 65,
+    EX_NOINPUT_ = 66,
+    EX_UNAVAILABLE_ = 69,
+    EX_SOFTWARE_ = 70
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: kyso sign --key URI [--module PATH] [--pin-file FILE] --cert FILE\n"
+               "                 [--chain FILE] [--if-signed=cosign|skip|wrap] [-o OUT] [IN|-]\n"
+               "       kyso verify [--trust FILE] [--untrusted FILE] [--crl FILE]... [--offline]\n"
+               "                   [--at TIME] [--authserv-id ID] [--json] [IN|-]\n"
+               "\n"
+               "URI is an RFC 7512 pkcs11: URI (token=, object=, id=, pin-source=) or file:PATH.\n"
+               "TIME is YYYY-MM-DDTHH:MM:SSZ or @EPOCH.\n");
+}
+
+static int exit_for(kyso_status st)
+{
+    switch (st) {
+    case KYSO_OK:
+        return 0;
+    case KYSO_ERR_USAGE:
+        return EX_USAGE_;
+    case KYSO_ERR_IO:
+        return EX_NOINPUT_;
+    case KYSO_ERR_KEY:
+        return EX_UNAVAILABLE_;
+    case KYSO_ERR_PARSE:
+    case KYSO_ERR_TOO_BIG:
+    case KYSO_ERR_UNSUPPORTED:
+    case KYSO_ERR_POLICY:
+        return EX_DATAERR_;
+    default:
+        return EX_SOFTWARE_;
+    }
+}
+
+static int write_out(const char *path, const kyso_buf *b)
+{
+    FILE *f = path && strcmp(path, "-") != 0 ? fopen(path, "wb") : stdout;
+    int ok;
+
+    if (f == NULL) {
+        fprintf(stderr, "kyso: cannot write %s\n", path);
+        return EX_NOINPUT_ + 7; /* 73, EX_CANTCREAT */
+    }
+    ok = fwrite(b->data, 1, b->len, f) == b->len;
+    ok = (f == stdout ? fflush(f) == 0 : fclose(f) == 0) && ok;
+    if (!ok) {
+        fprintf(stderr, "kyso: write failed\n");
+        return 74;
+    }
+    return 0;
+}
+
+static int read_input(kyso_buf *b, const char *path)
+{
+    kyso_status st = kyso_buf_read_file(b, path ? path : "-", KYSO_DEFAULT_MAX_MESSAGE);
+
+    if (st == KYSO_OK)
+        return 0;
+    fprintf(stderr, "kyso: %s: %s\n", path ? path : "stdin", kyso_status_str(st));
+    return st == KYSO_ERR_TOO_BIG ? EX_DATAERR_ : EX_NOINPUT_;
+}
+
+static int cmd_sign(int argc, char **argv)
+{
+    static const struct option opts[] = {{"key", required_argument, NULL, 'k'},
+                                         {"module", required_argument, NULL, 'm'},
+                                         {"pin-file", required_argument, NULL, 'p'},
+                                         {"cert", required_argument, NULL, 'c'},
+                                         {"chain", required_argument, NULL, 'C'},
+                                         {"if-signed", required_argument, NULL, 'i'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *key = NULL, *module = NULL, *pin_file = NULL, *cert = NULL, *chain = NULL;
+    const char *output = NULL, *input = NULL;
+    kyso_if_signed mode = KYSO_IF_SIGNED_COSIGN;
+    kyso_keystore *ks = NULL;
+    kyso_signer *signer = NULL;
+    kyso_buf in = KYSO_BUF_INIT, out = KYSO_BUF_INIT;
+    kyso_sign_outcome what = KYSO_SIGNED_NEW;
+    kyso_status st;
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'k':
+            key = optarg;
+            break;
+        case 'm':
+            module = optarg;
+            break;
+        case 'p':
+            pin_file = optarg;
+            break;
+        case 'c':
+            cert = optarg;
+            break;
+        case 'C':
+            chain = optarg;
+            break;
+        case 'o':
+            output = optarg;
+            break;
+        case 'i':
+            if (strcmp(optarg, "cosign") == 0)
+                mode = KYSO_IF_SIGNED_COSIGN;
+            else if (strcmp(optarg, "skip") == 0)
+                mode = KYSO_IF_SIGNED_SKIP;
+            else if (strcmp(optarg, "wrap") == 0)
+                mode = KYSO_IF_SIGNED_WRAP;
+            else {
+                fprintf(stderr, "kyso sign: --if-signed takes cosign, skip or wrap\n");
+                return EX_USAGE_;
+            }
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return EX_USAGE_;
+        }
+    }
+    if (optind < argc)
+        input = argv[optind++];
+    if (optind < argc || key == NULL || cert == NULL) {
+        fprintf(stderr, "kyso sign: --key and --cert are required, and at most one input\n");
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    if ((rc = read_input(&in, input)) != 0)
+        goto out;
+    if ((st = kyso_keystore_open(&ks, key, module, pin_file)) != KYSO_OK) {
+        fprintf(stderr, "kyso sign: cannot open key %s: %s\n", key, kyso_status_str(st));
+        rc = exit_for(st);
+        goto out;
+    }
+    if ((st = kyso_signer_new(&signer, ks, cert, chain)) != KYSO_OK) {
+        fprintf(stderr, "kyso sign: %s: %s\n", cert, kyso_status_str(st));
+        rc = exit_for(st);
+        goto out;
+    }
+    if ((st = kyso_sign_message(&out, &what, signer, in.data, in.len, mode)) != KYSO_OK) {
+        fprintf(stderr, "kyso sign: %s\n", kyso_status_str(st));
+        rc = exit_for(st);
+        goto out;
+    }
+    if (what == KYSO_SIGNED_SKIPPED)
+        fprintf(stderr, "kyso sign: message already signed; left unchanged (--if-signed=skip)\n");
+    rc = write_out(output, &out);
+out:
+    kyso_signer_free(signer);
+    kyso_keystore_free(ks);
+    kyso_buf_free(&in);
+    kyso_buf_free(&out);
+    return rc;
+}
+
+static int parse_time(const char *s, time_t *out)
+{
+    struct tm tm;
+    char *end;
+
+    if (s[0] == '@') {
+        long long v = strtoll(s + 1, &end, 10);
+
+        if (*end != '\0' || end == s + 1)
+            return -1;
+        *out = (time_t)v;
+        return 0;
+    }
+    memset(&tm, 0, sizeof(tm));
+    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end == NULL || (strcmp(end, "Z") != 0 && *end != '\0'))
+        return -1;
+    *out = timegm(&tm);
+    return 0;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {{"trust", required_argument, NULL, 't'},
+                                         {"untrusted", required_argument, NULL, 'u'},
+                                         {"crl", required_argument, NULL, 'r'},
+                                         {"offline", no_argument, NULL, 'O'},
+                                         {"at", required_argument, NULL, 'a'},
+                                         {"authserv-id", required_argument, NULL, 's'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *authserv_id = "kyso", *input = NULL;
+    int json = 0, c, rc = 0;
+    kyso_trust *trust = NULL;
+    kyso_verdict *v = NULL;
+    kyso_buf in = KYSO_BUF_INIT, out = KYSO_BUF_INIT;
+    kyso_status st;
+    time_t at;
+
+    if (kyso_trust_new(&trust) != KYSO_OK)
+        return EX_SOFTWARE_;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *what = NULL;
+
+        st = KYSO_OK;
+        switch (c) {
+        case 't':
+            st = kyso_trust_add_anchors(trust, optarg);
+            what = "trust anchors";
+            break;
+        case 'u':
+            st = kyso_trust_add_untrusted(trust, optarg);
+            what = "certificates";
+            break;
+        case 'r':
+            st = kyso_trust_add_crl(trust, optarg);
+            what = "CRL";
+            break;
+        case 'O':
+            /* Network revocation checks do not exist yet; offline is all there is. */
+            break;
+        case 'a':
+            if (parse_time(optarg, &at) != 0) {
+                fprintf(stderr, "kyso verify: --at takes YYYY-MM-DDTHH:MM:SSZ or @EPOCH\n");
+                rc = EX_USAGE_;
+                goto out;
+            }
+            kyso_trust_set_time(trust, at);
+            break;
+        case 's':
+            authserv_id = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            goto out;
+        default:
+            usage(stderr);
+            rc = EX_USAGE_;
+            goto out;
+        }
+        if (st != KYSO_OK) {
+            fprintf(stderr, "kyso verify: cannot load %s from %s: %s\n", what, optarg,
+                    kyso_status_str(st));
+            rc = EX_NOINPUT_;
+            goto out;
+        }
+    }
+    if (optind < argc)
+        input = argv[optind++];
+    if (optind < argc) {
+        usage(stderr);
+        rc = EX_USAGE_;
+        goto out;
+    }
+    if ((rc = read_input(&in, input)) != 0)
+        goto out;
+    if ((st = kyso_verify_message(&v, trust, in.data, in.len)) != KYSO_OK) {
+        fprintf(stderr, "kyso verify: %s\n", kyso_status_str(st));
+        rc = EX_SOFTWARE_;
+        goto out;
+    }
+    if (json) {
+        st = kyso_verdict_json(&out, v);
+        if (st == KYSO_OK)
+            st = kyso_buf_puts(&out, "\n");
+    } else {
+        st = kyso_verdict_auth_results(&out, v, authserv_id);
+        if (st == KYSO_OK)
+            st = kyso_buf_puts(&out, "\n");
+        if (st == KYSO_OK)
+            st = kyso_verdict_summary(&out, v);
+        if (st == KYSO_OK)
+            st = kyso_buf_puts(&out, "\n");
+    }
+    if (st != KYSO_OK) {
+        rc = EX_SOFTWARE_;
+        goto out;
+    }
+    if ((rc = write_out(NULL, &out)) != 0)
+        goto out;
+    rc = v->result == KYSO_RESULT_PASS ? 0 : v->result == KYSO_RESULT_NONE ? 2 : 1;
+out:
+    kyso_verdict_free(v);
+    kyso_trust_free(trust);
+    kyso_buf_free(&in);
+    kyso_buf_free(&out);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    kyso_log_open("kyso", 0, getenv("KYSO_DEBUG") ? KYSO_LOG_DEBUG : KYSO_LOG_WARNING);
+    if (argc < 2) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    if (strcmp(argv[1], "sign") == 0)
+        return cmd_sign(argc - 1, argv + 1);
+    if (strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "kyso: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return EX_USAGE_;
+}

@@ -1,0 +1,423 @@
+/*
+ * verify.c - judges a message's S/MIME signature and says what a recipient
+ * may believe about it, in RFC 7281 terms.
+ *
+ * "pass" is earned only when the signature covers the whole message (the
+ * top-level entity is the signed one), From holds exactly one address, no
+ * SignerInfo is broken, and a signer whose signature and certificate path
+ * both verify carries that address. Every other outcome is one of none,
+ * neutral, policy, fail, permerror, temperror, with a reason.
+ *
+ * The signed bytes are taken as they arrived (CRLF-canonicalised), never
+ * re-serialised; the signature part is decoded here and handed to CMS as DER
+ * with the content as a separate BIO, which is fast and bounded.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/cms.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+static kyso_status set_reason(kyso_verdict *v, kyso_result r, const char *reason)
+{
+    v->result = r;
+    free(v->reason);
+    v->reason = strdup(reason);
+    return v->reason ? KYSO_OK : KYSO_ERR_NOMEM;
+}
+
+void kyso_verdict_free(kyso_verdict *v)
+{
+    if (v == NULL)
+        return;
+    for (size_t i = 0; i < v->nsigners; i++) {
+        kyso_signer_report *s = &v->signers[i];
+
+        free(s->subject);
+        free(s->email);
+        free(s->issuer);
+        free(s->serial);
+        free(s->chain_error);
+    }
+    free(v->signers);
+    free(v->reason);
+    free(v->from);
+    free(v);
+}
+
+/* Path validation of one signer certificate; fills chain and revocation. */
+static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 *cert,
+                               STACK_OF(X509) * untrusted)
+{
+    STACK_OF(X509_CRL) *crls = kyso_trust_crls(t);
+    int with_crls = sk_X509_CRL_num(crls) > 0;
+    X509_STORE_CTX *ctx = NULL;
+    int ok = 0, err = 0;
+    kyso_status st = KYSO_ERR_NOMEM;
+
+    for (int pass = 0; pass < 2; pass++) {
+        X509_VERIFY_PARAM *param;
+
+        X509_STORE_CTX_free(ctx);
+        if ((ctx = X509_STORE_CTX_new()) == NULL)
+            goto out;
+        if (!X509_STORE_CTX_init(ctx, kyso_trust_store(t), cert, untrusted))
+            goto out;
+        param = X509_STORE_CTX_get0_param(ctx);
+        X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SMIME_SIGN);
+        if (kyso_trust_time(t))
+            X509_VERIFY_PARAM_set_time(param, kyso_trust_time(t));
+        if (with_crls && pass == 0) {
+            X509_STORE_CTX_set0_crls(ctx, crls);
+            X509_STORE_CTX_set_flags(ctx, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        }
+        ok = X509_verify_cert(ctx) == 1;
+        err = ok ? 0 : X509_STORE_CTX_get_error(ctx);
+        if (!with_crls) {
+            r->revocation = KYSO_REV_NOT_CHECKED;
+            break;
+        }
+        if (pass == 0) {
+            if (ok) {
+                r->revocation = KYSO_REV_GOOD;
+                break;
+            }
+            if (err == X509_V_ERR_CERT_REVOKED) {
+                r->revocation = KYSO_REV_REVOKED;
+                break;
+            }
+            if (err != X509_V_ERR_UNABLE_TO_GET_CRL && err != X509_V_ERR_CRL_HAS_EXPIRED &&
+                err != X509_V_ERR_CRL_NOT_YET_VALID && err != X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER &&
+                err != X509_V_ERR_DIFFERENT_CRL_SCOPE) {
+                r->revocation = KYSO_REV_NOT_CHECKED;
+                break;
+            }
+            /* No usable CRL for some link: judge the path without it. */
+            r->revocation = KYSO_REV_UNKNOWN;
+            continue;
+        }
+        break;
+    }
+    r->chain_ok = ok;
+    if (!ok) {
+        r->chain_error = strdup(X509_verify_cert_error_string(err));
+        if (r->chain_error == NULL)
+            goto out;
+    }
+    st = KYSO_OK;
+out:
+    X509_STORE_CTX_free(ctx);
+    ERR_clear_error();
+    return st;
+}
+
+static kyso_status describe_signer(kyso_signer_report *r, X509 *cert, const char *from)
+{
+    r->cert_found = 1;
+    r->subject = kyso_name_utf8(X509_get_subject_name(cert));
+    r->issuer = kyso_name_utf8(X509_get_issuer_name(cert));
+    r->serial = kyso_serial_hex(cert);
+    r->from_match = kyso_cert_has_email(cert, from);
+    r->email = r->from_match ? strdup(from) : kyso_cert_first_email(cert);
+    if (!r->subject || !r->issuer || !r->serial || (r->from_match && !r->email))
+        return KYSO_ERR_NOMEM;
+    return KYSO_OK;
+}
+
+/* Runs the content through CMS's digest BIOs once, then judges each SignerInfo. */
+static kyso_status judge_signers(kyso_verdict *v, CMS_ContentInfo *cms, const kyso_trust *t,
+                                 const char *content, size_t content_len)
+{
+    STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+    STACK_OF(X509) *certs = NULL, *pool = NULL;
+    BIO *cont = NULL, *chain = NULL;
+    char sink[16384];
+    int n = sis ? sk_CMS_SignerInfo_num(sis) : 0;
+    kyso_status st = KYSO_ERR_NOMEM;
+
+    if (n > KYSO_MAX_SIGNERS)
+        return set_reason(v, KYSO_RESULT_PERMERROR, "too many signers");
+    if ((v->signers = calloc((size_t)(n ? n : 1), sizeof(*v->signers))) == NULL)
+        return KYSO_ERR_NOMEM;
+    v->nsigners = (size_t)n;
+
+    certs = CMS_get1_certs(cms);
+    if ((pool = sk_X509_new_null()) == NULL)
+        goto out;
+    for (int i = 0; certs && i < sk_X509_num(certs); i++)
+        if (!sk_X509_push(pool, sk_X509_value(certs, i)))
+            goto out;
+    for (int i = 0; i < sk_X509_num(kyso_trust_untrusted(t)); i++)
+        if (!sk_X509_push(pool, sk_X509_value(kyso_trust_untrusted(t), i)))
+            goto out;
+    /* Binds each SignerInfo to its certificate (by issuer+serial or SKI). */
+    CMS_set1_signers_certs(cms, pool, 0);
+    ERR_clear_error();
+
+    if (content != NULL && (cont = BIO_new_mem_buf(content, (int)content_len)) == NULL)
+        goto out;
+    if ((chain = CMS_dataInit(cms, cont)) == NULL) {
+        BIO_free(cont);
+        ERR_clear_error();
+        st = set_reason(v, KYSO_RESULT_PERMERROR, "unusable SignedData");
+        goto out;
+    }
+    while (BIO_read(chain, sink, sizeof(sink)) > 0)
+        ;
+
+    for (int i = 0; i < n; i++) {
+        CMS_SignerInfo *si = sk_CMS_SignerInfo_value(sis, i);
+        kyso_signer_report *r = &v->signers[i];
+        X509 *signer = NULL;
+
+        CMS_SignerInfo_get0_algs(si, NULL, &signer, NULL, NULL);
+        if (signer == NULL)
+            continue; /* cert_found stays 0: nothing can vouch for it */
+        if ((st = describe_signer(r, signer, v->from)) != KYSO_OK)
+            goto out;
+        if (CMS_signed_get_attr_count(si) >= 0)
+            r->signature_ok =
+                CMS_SignerInfo_verify(si) == 1 && CMS_SignerInfo_verify_content(si, chain) == 1;
+        else
+            r->signature_ok = CMS_SignerInfo_verify_content(si, chain) == 1;
+        ERR_clear_error();
+        if ((st = check_chain(r, t, signer, pool)) != KYSO_OK)
+            goto out;
+    }
+    st = KYSO_OK;
+out:
+    BIO_free_all(chain);
+    sk_X509_free(pool);
+    sk_X509_pop_free(certs, X509_free);
+    ERR_clear_error();
+    return st;
+}
+
+/* The verdict from the per-signer facts. */
+static kyso_status conclude(kyso_verdict *v)
+{
+    int any_found = 0, bad = -1, revoked = -1, chain_bad = -1, unmatched_good = 0;
+
+    if (v->nsigners == 0)
+        return set_reason(v, KYSO_RESULT_PERMERROR, "SignedData has no signers");
+    for (size_t i = 0; i < v->nsigners; i++) {
+        kyso_signer_report *r = &v->signers[i];
+
+        if (!r->cert_found)
+            continue;
+        any_found = 1;
+        if (!r->signature_ok) {
+            bad = (int)i;
+            continue;
+        }
+        if (!r->from_match) {
+            unmatched_good |= r->chain_ok;
+            continue;
+        }
+        if (r->revocation == KYSO_REV_REVOKED)
+            revoked = (int)i;
+        else if (!r->chain_ok)
+            chain_bad = (int)i;
+        else if (v->pass_index < 0)
+            v->pass_index = (int)i;
+    }
+    /* A broken signature anywhere means the message was altered. */
+    if (bad >= 0) {
+        v->pass_index = -1;
+        return set_reason(v, KYSO_RESULT_FAIL, "signature does not verify");
+    }
+    if (!any_found)
+        return set_reason(v, KYSO_RESULT_FAIL, "signer certificate not found");
+    if (v->from == NULL) {
+        v->pass_index = -1;
+        return set_reason(v, KYSO_RESULT_POLICY, "From must hold exactly one address");
+    }
+    if (v->pass_index >= 0)
+        return set_reason(v, KYSO_RESULT_PASS, "signature verified");
+    if (revoked >= 0)
+        return set_reason(v, KYSO_RESULT_FAIL, "signer certificate revoked");
+    if (chain_bad >= 0) {
+        char reason[200];
+
+        snprintf(reason, sizeof(reason), "certificate not trusted: %s",
+                 v->signers[chain_bad].chain_error ? v->signers[chain_bad].chain_error : "?");
+        return set_reason(v, KYSO_RESULT_FAIL, reason);
+    }
+    (void)unmatched_good;
+    return set_reason(v, KYSO_RESULT_POLICY, "no signer certificate carries the From address");
+}
+
+static int ctype_is(const kyso_ctype *ct, const char *type, const char *subtype)
+{
+    return strcmp(ct->type, type) == 0 && strcmp(ct->subtype, subtype) == 0;
+}
+
+static CMS_ContentInfo *decode_cms(const char *b64, size_t len)
+{
+    kyso_buf der = KYSO_BUF_INIT;
+    CMS_ContentInfo *cms = NULL;
+    const unsigned char *p;
+
+    if (kyso_base64_decode(&der, b64, len) == KYSO_OK && der.len > 0 && der.len < (1u << 30)) {
+        p = (const unsigned char *)der.data;
+        cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
+        /* Trailing bytes after the DER would be unsigned, unseen data. */
+        if (cms && p != (const unsigned char *)der.data + der.len) {
+            CMS_ContentInfo_free(cms);
+            cms = NULL;
+        }
+    }
+    ERR_clear_error();
+    kyso_buf_free(&der);
+    return cms;
+}
+
+static int is_base64_cte(const kyso_entity *e)
+{
+    char cte[32];
+
+    kyso_entity_cte(e, cte, sizeof(cte));
+    return strcmp(cte, "base64") == 0;
+}
+
+/* The message is signed somewhere below the top (forwarded, wrapped). */
+static int has_nested_signature(const kyso_entity *e)
+{
+    static const char *const marks[] = {"pkcs7-signature", "pkcs7-mime"};
+
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+        if (memmem(e->body, e->body_len, marks[i], strlen(marks[i])) != NULL)
+            return 1;
+    return 0;
+}
+
+static kyso_status verify_canonical(kyso_verdict *v, const kyso_trust *t, const char *msg,
+                                    size_t len)
+{
+    kyso_entity top, sigpart;
+    kyso_ctype ct, sct;
+    kyso_span parts[3];
+    size_t nparts = 0;
+    int closed = 0;
+    CMS_ContentInfo *cms = NULL;
+    const char *content = NULL;
+    size_t content_len = 0;
+    kyso_status st;
+
+    memset(&sct, 0, sizeof(sct));
+    kyso_entity_split(&top, msg, len);
+    if (kyso_entity_from(&top, &v->from) == KYSO_ERR_NOMEM)
+        return KYSO_ERR_NOMEM;
+    if (kyso_entity_ctype(&ct, &top) != KYSO_OK)
+        return set_reason(v, KYSO_RESULT_PERMERROR, "malformed Content-Type");
+
+    if (ctype_is(&ct, "multipart", "signed")) {
+        if (ct.protocol == NULL || (strcmp(ct.protocol, "application/pkcs7-signature") != 0 &&
+                                    strcmp(ct.protocol, "application/x-pkcs7-signature") != 0)) {
+            st = set_reason(v, KYSO_RESULT_NONE, "not an S/MIME signature");
+            goto out;
+        }
+        if (ct.boundary == NULL ||
+            kyso_multipart_split(top.body, top.body_len, ct.boundary, parts, 3, &nparts, &closed) !=
+                KYSO_OK ||
+            nparts != 2 || !closed) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR,
+                            "multipart/signed must have exactly two parts");
+            goto out;
+        }
+        kyso_entity_split(&sigpart, parts[1].p, parts[1].len);
+        if (kyso_entity_ctype(&sct, &sigpart) != KYSO_OK ||
+            !(ctype_is(&sct, "application", "pkcs7-signature") ||
+              ctype_is(&sct, "application", "x-pkcs7-signature")) ||
+            !is_base64_cte(&sigpart)) {
+            st =
+                set_reason(v, KYSO_RESULT_PERMERROR, "second part is not a base64 pkcs7-signature");
+            goto out;
+        }
+        if ((cms = decode_cms(sigpart.body, sigpart.body_len)) == NULL) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR, "signature is not valid CMS");
+            goto out;
+        }
+        if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR, "signature is not SignedData");
+            goto out;
+        }
+        /* A detached signature must not carry content of its own: what it
+         * signed would not be what the recipient sees. */
+        if (*CMS_get0_content(cms) != NULL) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR, "detached signature carries its own content");
+            goto out;
+        }
+        content = parts[0].p;
+        content_len = parts[0].len;
+    } else if (ctype_is(&ct, "application", "pkcs7-mime") ||
+               ctype_is(&ct, "application", "x-pkcs7-mime")) {
+        if (ct.smime_type && strcmp(ct.smime_type, "signed-data") != 0) {
+            st = set_reason(v, KYSO_RESULT_NEUTRAL, "S/MIME content is not signed-data");
+            goto out;
+        }
+        if (!is_base64_cte(&top) || (cms = decode_cms(top.body, top.body_len)) == NULL) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR, "pkcs7-mime body is not valid base64 CMS");
+            goto out;
+        }
+        if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
+            st = set_reason(v, KYSO_RESULT_NEUTRAL, "S/MIME content is not signed-data");
+            goto out;
+        }
+        if (*CMS_get0_content(cms) == NULL) {
+            st = set_reason(v, KYSO_RESULT_PERMERROR, "opaque signature without content");
+            goto out;
+        }
+    } else {
+        if (strcmp(ct.type, "multipart") == 0 && has_nested_signature(&top))
+            st = set_reason(v, KYSO_RESULT_NEUTRAL,
+                            "a signed part does not cover the whole message");
+        else
+            st = set_reason(v, KYSO_RESULT_NONE, "message is not signed");
+        goto out;
+    }
+    if (OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
+        st = set_reason(v, KYSO_RESULT_PERMERROR, "signed content is not id-data");
+        goto out;
+    }
+    if ((st = judge_signers(v, cms, t, content, content_len)) != KYSO_OK)
+        goto out;
+    if (v->reason == NULL)
+        st = conclude(v);
+out:
+    CMS_ContentInfo_free(cms);
+    kyso_ctype_clear(&ct);
+    kyso_ctype_clear(&sct);
+    return st;
+}
+
+kyso_status kyso_verify_message(kyso_verdict **out, const kyso_trust *t, const char *msg,
+                                size_t len)
+{
+    kyso_verdict *v;
+    kyso_buf canon = KYSO_BUF_INIT;
+    kyso_status st;
+
+    *out = NULL;
+    if ((v = calloc(1, sizeof(*v))) == NULL)
+        return KYSO_ERR_NOMEM;
+    v->pass_index = -1;
+    if (len > KYSO_DEFAULT_MAX_MESSAGE) {
+        st = set_reason(v, KYSO_RESULT_PERMERROR, "message too large to verify");
+        goto out;
+    }
+    if ((st = kyso_canon_crlf(&canon, msg, len)) != KYSO_OK)
+        goto out;
+    st = verify_canonical(v, t, canon.data, canon.len);
+out:
+    kyso_buf_free(&canon);
+    if (st != KYSO_OK) {
+        kyso_verdict_free(v);
+        return st;
+    }
+    *out = v;
+    return KYSO_OK;
+}
