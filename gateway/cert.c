@@ -40,6 +40,22 @@ char *kyso_serial_hex(const X509 *x)
     return s;
 }
 
+char *kyso_name_entry(const X509_NAME *name, int nid)
+{
+    int idx = X509_NAME_get_index_by_NID(name, nid, -1);
+    unsigned char *utf8 = NULL;
+    char *s = NULL;
+    int n;
+
+    if (idx < 0)
+        return NULL;
+    n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+    if (n >= 0 && memchr(utf8, '\0', (size_t)n) == NULL)
+        s = strndup((const char *)utf8, (size_t)n);
+    OPENSSL_free(utf8);
+    return s;
+}
+
 /* Calls fn for each address the certificate holds until fn returns non-zero. */
 static int each_email(const X509 *x, int (*fn)(const char *addr, size_t len, void *arg), void *arg)
 {

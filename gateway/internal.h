@@ -10,33 +10,6 @@
 
 /* ---- mime.c: RFC 5322 / MIME structure over raw bytes ------------------ */
 
-/* A MIME entity inside a canonical (CRLF) buffer: pointers into it. */
-typedef struct {
-    const char *hdr; /* header block, each field ending in CRLF; no blank line */
-    size_t hdr_len;
-    const char *body; /* after the blank line */
-    size_t body_len;
-} kyso_entity;
-
-/* One header field: name, and the raw value (after ':'; may hold CRLF folds). */
-typedef struct {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-    const char *field; /* whole field including its final CRLF */
-    size_t field_len;
-} kyso_field;
-
-/* Converts any LF or CR LF line ends to CR LF. */
-kyso_status kyso_canon_crlf(kyso_buf *out, const char *in, size_t len);
-void kyso_entity_split(kyso_entity *e, const char *p, size_t len);
-/* Iterates fields: *pos starts at 0; returns 0 at the end. */
-int kyso_field_next(const kyso_entity *e, size_t *pos, kyso_field *f);
-int kyso_field_is(const kyso_field *f, const char *name);
-/* Counts fields named `name` and returns the first in *first (may be NULL). */
-int kyso_entity_find(const kyso_entity *e, const char *name, kyso_field *first);
-
 typedef struct {
     char type[64];    /* lower case, "" when the field is absent */
     char subtype[64]; /* lower case */
@@ -110,6 +83,8 @@ STACK_OF(X509) * kyso_load_certs(const char *pem_file);
 
 char *kyso_name_utf8(const X509_NAME *name);
 char *kyso_serial_hex(const X509 *x);
+/* The first entry of that NID in the name, as UTF-8, or NULL. */
+char *kyso_name_entry(const X509_NAME *name, int nid);
 /* Whether x carries addr (rfc822Name SAN, else emailAddress in subject). */
 int kyso_cert_has_email(const X509 *x, const char *addr);
 /* First address the certificate carries, malloc'd, or NULL. */

@@ -54,11 +54,10 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char *module,
-                               const char *pin_file)
+kyso_status kyso_keystore_new(kyso_keystore **out, const char *uri, const char *module,
+                              const char *pin_file)
 {
     kyso_keystore *ks = NULL;
-    kyso_status st;
 
     *out = NULL;
     if (uri == NULL || ops_for(uri) == NULL)
@@ -77,6 +76,18 @@ kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char 
         return KYSO_ERR_NOMEM;
     }
     pthread_rwlock_init(&ks->lock, NULL);
+    *out = ks;
+    return KYSO_OK;
+}
+
+kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char *module,
+                               const char *pin_file)
+{
+    kyso_keystore *ks = NULL;
+    kyso_status st;
+
+    if ((st = kyso_keystore_new(&ks, uri, module, pin_file)) != KYSO_OK)
+        return st;
     if ((st = ks->ops->open(&ks->state, ks->uri, ks->module, ks->pin_file)) != KYSO_OK) {
         kyso_keystore_free(ks);
         return st;

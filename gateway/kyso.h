@@ -83,6 +83,39 @@ kyso_status kyso_buf_read_file(kyso_buf *b, const char *path, size_t max);
 #define KYSO_MAX_PARTS           1024
 #define KYSO_MAX_SIGNERS         16
 
+/* ---- message structure (exact bytes, no re-serialisation) ------------ */
+
+/* A MIME entity inside a canonical (CRLF) buffer: pointers into it. */
+typedef struct {
+    const char *hdr; /* header block, each field ending in CRLF; no blank line */
+    size_t hdr_len;
+    const char *body; /* after the blank line */
+    size_t body_len;
+} kyso_entity;
+
+/* One header field: name, and the raw value (after ':'; may hold CRLF folds). */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+    const char *field; /* whole field including its final CRLF */
+    size_t field_len;
+} kyso_field;
+
+/* Converts any LF or CR LF line ends to CR LF. */
+kyso_status kyso_canon_crlf(kyso_buf *out, const char *in, size_t len);
+void kyso_entity_split(kyso_entity *e, const char *p, size_t len);
+/* Iterates fields: *pos starts at 0; returns 0 at the end. */
+int kyso_field_next(const kyso_entity *e, size_t *pos, kyso_field *f);
+int kyso_field_is(const kyso_field *f, const char *name);
+/* Counts fields named `name` and returns the first in *first (may be NULL). */
+int kyso_entity_find(const kyso_entity *e, const char *name, kyso_field *first);
+
+/* The single From address of a message (CRLF or LF), malloc'd. Fails with
+ * KYSO_ERR_PARSE unless there is exactly one From field with one mailbox. */
+kyso_status kyso_message_from(char **addr, const char *msg, size_t len);
+
 /* ---- key store --------------------------------------------------------- */
 
 /*
@@ -98,6 +131,10 @@ typedef struct kyso_keystore kyso_keystore;
  * be NULL (URI pin-source / pin-value). */
 kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char *module,
                                const char *pin_file);
+/* Like kyso_keystore_open but opens nothing yet: the first
+ * kyso_keystore_reload() does, so a daemon can start while a token is absent. */
+kyso_status kyso_keystore_new(kyso_keystore **out, const char *uri, const char *module,
+                              const char *pin_file);
 kyso_status kyso_keystore_reload(kyso_keystore *ks);
 /* Returns the key with the store's read lock held, or NULL (lock not held). */
 EVP_PKEY *kyso_keystore_acquire(kyso_keystore *ks);
@@ -168,14 +205,16 @@ typedef enum {
 } kyso_revocation;
 
 typedef struct {
-    char *subject;     /* RFC 2253, UTF-8 */
-    char *email;       /* the address matched to From, else the first one */
-    char *issuer;      /* RFC 2253, UTF-8 */
-    char *serial;      /* upper-case hex */
-    int cert_found;    /* the signer's certificate was available */
-    int signature_ok;  /* signature and message digest verify */
-    int chain_ok;      /* path to an anchor, validity, key usage, EKU */
-    char *chain_error; /* NULL when chain_ok */
+    char *subject;      /* RFC 2253, UTF-8 */
+    char *common_name;  /* subject CN, UTF-8, or NULL */
+    char *organization; /* subject O, UTF-8, or NULL */
+    char *email;        /* the address matched to From, else the first one */
+    char *issuer;       /* RFC 2253, UTF-8 */
+    char *serial;       /* upper-case hex */
+    int cert_found;     /* the signer's certificate was available */
+    int signature_ok;   /* signature and message digest verify */
+    int chain_ok;       /* path to an anchor, validity, key usage, EKU */
+    char *chain_error;  /* NULL when chain_ok */
     kyso_revocation revocation;
     int from_match;
 } kyso_signer_report;

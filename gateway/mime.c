@@ -455,3 +455,11 @@ out:
     free(flat);
     return st;
 }
+
+kyso_status kyso_message_from(char **addr, const char *msg, size_t len)
+{
+    kyso_entity e;
+
+    kyso_entity_split(&e, msg, len);
+    return kyso_entity_from(&e, addr);
+}

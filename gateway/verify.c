@@ -37,6 +37,8 @@ void kyso_verdict_free(kyso_verdict *v)
         kyso_signer_report *s = &v->signers[i];
 
         free(s->subject);
+        free(s->common_name);
+        free(s->organization);
         free(s->email);
         free(s->issuer);
         free(s->serial);
@@ -120,6 +122,8 @@ static kyso_status describe_signer(kyso_signer_report *r, X509 *cert, const char
     r->subject = kyso_name_utf8(X509_get_subject_name(cert));
     r->issuer = kyso_name_utf8(X509_get_issuer_name(cert));
     r->serial = kyso_serial_hex(cert);
+    r->common_name = kyso_name_entry(X509_get_subject_name(cert), NID_commonName);
+    r->organization = kyso_name_entry(X509_get_subject_name(cert), NID_organizationName);
     r->from_match = kyso_cert_has_email(cert, from);
     r->email = r->from_match ? strdup(from) : kyso_cert_first_email(cert);
     if (!r->subject || !r->issuer || !r->serial || (r->from_match && !r->email))

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libssl-dev openssl libetpan-dev libp11-dev libconfig-dev libmilter-dev
   libcmocka-dev softhsm2 opensc gpgsm gnupg libnss3-tools python3
+  postfix sasl2-bin libsasl2-modules
 )
 
 missing=()
@@ -21,6 +22,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix must not ask questions; the tests run their own instance.
+  printf '%s\n' "postfix postfix/main_mailer_type select Local only" \
+    "postfix postfix/mailname string kyso.test" | debconf-set-selections
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

@@ -1,0 +1,306 @@
+/*
+ * policy.c - the decisions the configuration drives: who signs for a
+ * sender, which clients are ours, which domains must sign, what an inbound
+ * verdict leads to, and how the badge is written into headers (RFC 7281
+ * Authentication-Results, RFC 2047 subject tags, X-Kyso-Signer).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <libetpan/libetpan.h>
+
+#include "internal.h"
+#include "kyso_config.h"
+
+static const char *domain_of(const char *addr)
+{
+    const char *at = addr ? strrchr(addr, '@') : NULL;
+
+    return at ? at + 1 : NULL;
+}
+
+/* "user@domain" exactly, "@domain" for the domain, ".domain" for its
+ * subdomains (and the domain itself is not included by ".domain"). */
+static int sender_matches(const char *pattern, const char *addr)
+{
+    const char *dom = domain_of(addr);
+    size_t pl = strlen(pattern), dl;
+
+    if (dom == NULL)
+        return 0;
+    dl = strlen(dom);
+    if (pattern[0] == '@')
+        return strcasecmp(pattern + 1, dom) == 0;
+    if (pattern[0] == '.')
+        return dl > pl && strcasecmp(dom + dl - pl, pattern) == 0;
+    return strcasecmp(pattern, addr) == 0;
+}
+
+const kyso_conf_identity *kyso_policy_identity_for(const kyso_config *c, const char *addr)
+{
+    for (size_t i = 0; addr && i < c->nidentities; i++)
+        for (size_t j = 0; j < c->identities[i].nsenders; j++)
+            if (sender_matches(c->identities[i].senders[j], addr))
+                return &c->identities[i];
+    return NULL;
+}
+
+/* Parses "addr/bits"; returns the family or -1. */
+static int parse_cidr(const char *cidr, unsigned char net[16], int *bits)
+{
+    char buf[64];
+    char *slash;
+    int family, maxbits;
+
+    if (strlen(cidr) >= sizeof(buf))
+        return -1;
+    strcpy(buf, cidr);
+    slash = strchr(buf, '/');
+    if (slash)
+        *slash = '\0';
+    family = strchr(buf, ':') ? AF_INET6 : AF_INET;
+    maxbits = family == AF_INET ? 32 : 128;
+    if (inet_pton(family, buf, net) != 1)
+        return -1;
+    *bits = maxbits;
+    if (slash) {
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+
+        if (*end != '\0' || end == slash + 1 || b < 0 || b > maxbits)
+            return -1;
+        *bits = (int)b;
+    }
+    return family;
+}
+
+static int prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+    int bytes = bits / 8, rest = bits % 8;
+
+    if (memcmp(a, b, (size_t)bytes) != 0)
+        return 0;
+    if (rest == 0)
+        return 1;
+    return ((a[bytes] ^ b[bytes]) & (0xff << (8 - rest))) == 0;
+}
+
+int kyso_policy_addr_in(char *const *cidrs, size_t n, const char *addr)
+{
+    unsigned char a[16], net[16];
+    int afam = 0, bits;
+
+    if (addr) {
+        /* IPv4-mapped IPv6 addresses count as IPv4. */
+        if (strncasecmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.'))
+            addr += 7;
+        afam = strchr(addr, ':') ? AF_INET6 : AF_INET;
+        if (inet_pton(afam, addr, a) != 1)
+            return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int fam = parse_cidr(cidrs[i], net, &bits);
+
+        if (fam < 0)
+            return -1;
+        if (addr && fam == afam && prefix_equal(a, net, bits))
+            return 1;
+    }
+    return 0;
+}
+
+/* "domain" matches itself; "*.domain" matches its subdomains. */
+static int domain_matches(const char *pattern, const char *dom)
+{
+    size_t pl, dl = strlen(dom);
+
+    if (strncmp(pattern, "*.", 2) == 0) {
+        pattern += 1; /* keep the dot */
+        pl = strlen(pattern);
+        return dl > pl && strcasecmp(dom + dl - pl, pattern) == 0;
+    }
+    return strcasecmp(pattern, dom) == 0;
+}
+
+int kyso_policy_domain_must_sign(const kyso_config *c, const char *addr)
+{
+    const char *dom = domain_of(addr);
+
+    for (size_t i = 0; dom && i < c->inbound.nmust_sign_domains; i++)
+        if (domain_matches(c->inbound.must_sign_domains[i], dom))
+            return 1;
+    return 0;
+}
+
+int kyso_policy_recipient_wanted(const kyso_config *c, const char *addr)
+{
+    if (c->outbound.nrecipient_domains == 0)
+        return 1;
+    for (size_t i = 0; i < c->outbound.nrecipient_domains; i++)
+        if (sender_matches(c->outbound.recipient_domains[i], addr))
+            return 1;
+    return 0;
+}
+
+kyso_action kyso_policy_inbound_action(const kyso_config *c, const kyso_verdict *v)
+{
+    if (v->result == KYSO_RESULT_PASS || !kyso_policy_domain_must_sign(c, v->from))
+        return KYSO_ACT_TAG;
+    return v->result == KYSO_RESULT_NONE ? (kyso_action)c->inbound.on_unsigned
+                                         : (kyso_action)c->inbound.on_invalid;
+}
+
+int kyso_policy_ar_is_ours(const char *value, const char *authserv_id)
+{
+    size_t n = strlen(authserv_id);
+    const char *p = value;
+
+    /* authserv-id is the first token, maybe after CFWS (RFC 8601 2.2). */
+    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+        p++;
+    if (*p == '"')
+        p++;
+    if (strncasecmp(p, authserv_id, n) != 0)
+        return 0;
+    p += n;
+    if (*p == '"')
+        p++;
+    return *p == ';' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '(' ||
+           *p == '\0';
+}
+
+/* Whole UTF-8 characters of at most max bytes from s. */
+static size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    size_t n;
+
+    if (len <= max)
+        return len;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n ? n : max;
+}
+
+char *kyso_rfc2047_encode(const char *utf8)
+{
+    kyso_buf b = KYSO_BUF_INIT;
+    size_t len = strlen(utf8), off = 0;
+    int plain = 1;
+
+    for (const char *p = utf8; *p; p++)
+        if ((unsigned char)*p >= 0x7f || (unsigned char)*p < 0x20 || (p[0] == '=' && p[1] == '?'))
+            plain = 0;
+    if (plain)
+        return strdup(utf8);
+    /* 45 bytes make 60 base64 characters: each word stays under 75. */
+    while (off < len) {
+        size_t n = utf8_cut(utf8 + off, len - off, 45);
+        unsigned char enc[64];
+        int m = EVP_EncodeBlock(enc, (const unsigned char *)utf8 + off, (int)n);
+
+        if (kyso_buf_printf(&b, "%s=?UTF-8?B?%.*s?=", off ? " " : "", m, enc) != KYSO_OK) {
+            kyso_buf_free(&b);
+            return NULL;
+        }
+        off += n;
+    }
+    return b.data ? b.data : strdup("");
+}
+
+/* The subject decoded to UTF-8 (RFC 2047), or NULL. */
+static char *decode_subject(const char *subject)
+{
+    size_t idx = 0;
+    char *out = NULL;
+
+    if (mailmime_encoded_phrase_parse("utf-8", subject, strlen(subject), &idx, "utf-8", &out) !=
+        MAILIMF_NO_ERROR)
+        return NULL;
+    return out;
+}
+
+char *kyso_policy_subject_untag(const kyso_config *c, const char *subject)
+{
+    char *decoded = decode_subject(subject), *rest, *res = NULL;
+    int changed = 0, again = 1;
+
+    if (decoded == NULL)
+        return NULL;
+    rest = decoded;
+    while (again) {
+        again = 0;
+        while (*rest == ' ' || *rest == '\t')
+            rest++;
+        for (int r = 0; r <= KYSO_RESULT_PERMERROR; r++) {
+            const char *tag = c->inbound.subject_tag[r];
+            size_t n = tag ? strlen(tag) : 0;
+
+            if (n && strncmp(rest, tag, n) == 0) {
+                rest += n;
+                changed = again = 1;
+            }
+        }
+    }
+    if (changed)
+        res = kyso_rfc2047_encode(rest);
+    free(decoded);
+    return res;
+}
+
+char *kyso_policy_subject_tag(const kyso_config *c, kyso_result r, const char *subject)
+{
+    const char *tag = c->inbound.subject_tag[r];
+    kyso_buf b = KYSO_BUF_INIT;
+    char *enc;
+    int starts_encoded;
+
+    if (tag == NULL || tag[0] == '\0')
+        return NULL;
+    while (subject && (*subject == ' ' || *subject == '\t'))
+        subject++;
+    /* White space between two encoded-words is not displayed, so the
+     * separating space goes inside ours when the subject starts with one. */
+    starts_encoded = subject && strncmp(subject, "=?", 2) == 0;
+    if (kyso_buf_printf(&b, "%s%s", tag, starts_encoded ? " " : "") != KYSO_OK)
+        return NULL;
+    enc = kyso_rfc2047_encode(b.data);
+    kyso_buf_reset(&b);
+    if (enc == NULL || kyso_buf_printf(&b, "%s%s%s", enc, subject && *subject ? " " : "",
+                                       subject ? subject : "") != KYSO_OK) {
+        free(enc);
+        kyso_buf_free(&b);
+        return NULL;
+    }
+    free(enc);
+    return b.data;
+}
+
+char *kyso_policy_signer_header(const kyso_verdict *v)
+{
+    const kyso_signer_report *s;
+    kyso_buf b = KYSO_BUF_INIT;
+    char *enc;
+
+    if (v->pass_index < 0)
+        return NULL;
+    s = &v->signers[v->pass_index];
+    if (kyso_buf_puts(&b, s->common_name ? s->common_name : s->subject) != KYSO_OK ||
+        (s->organization && kyso_buf_printf(&b, ", %s", s->organization) != KYSO_OK)) {
+        kyso_buf_free(&b);
+        return NULL;
+    }
+    enc = kyso_rfc2047_encode(b.data);
+    kyso_buf_reset(&b);
+    if (enc == NULL || kyso_buf_printf(&b, "%s <%s>", enc, s->email) != KYSO_OK) {
+        free(enc);
+        kyso_buf_free(&b);
+        return NULL;
+    }
+    free(enc);
+    return b.data;
+}

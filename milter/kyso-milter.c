@@ -1,0 +1,510 @@
+/*
+ * kyso-milter.c - libmilter callbacks: collect the message, hand it to
+ * libkyso, turn the outcome into header/body edits and a reply.
+ *
+ * Two contexts: the connection's (snapshot reference, client address, whether
+ * it is internal) and the message's (queue id, AUTH identity, header and body
+ * bytes), kept with smfi_setpriv because libmilter's worker pool may run one
+ * connection's callbacks on different threads. Callbacks stay short; every
+ * decision is made by library calls shared with the CLI.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <libmilter/mfapi.h>
+#include <openssl/err.h>
+
+#include "milter.h"
+
+typedef struct {
+    snapshot *snap;
+    char addr[INET6_ADDRSTRLEN];
+    int internal;
+    /* the message in progress */
+    char qid[64];
+    int authenticated;
+    int rcpt_wanted;
+    kyso_buf hdrs; /* "Name:value\r\n" as received */
+    kyso_buf body;
+    size_t body_seen;
+    int oversize;
+} conn_ctx;
+
+static void msg_reset(conn_ctx *c)
+{
+    c->qid[0] = '\0';
+    c->authenticated = 0;
+    c->rcpt_wanted = 0;
+    kyso_buf_free(&c->hdrs);
+    kyso_buf_free(&c->body);
+    c->body_seen = 0;
+    c->oversize = 0;
+}
+
+static const char *qid_of(SMFICTX *ctx, conn_ctx *c)
+{
+    const char *q = smfi_getsymval(ctx, "i");
+
+    if (q && *q)
+        snprintf(c->qid, sizeof(c->qid), "%s", q);
+    return c->qid[0] ? c->qid : NULL;
+}
+
+static sfsistat on_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1, unsigned long f2,
+                             unsigned long f3, unsigned long *pf0, unsigned long *pf1,
+                             unsigned long *pf2, unsigned long *pf3)
+{
+    *pf0 = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_QUARANTINE;
+    /* No SMFIP_HDR_LEADSPC: outer header bytes are not signed, and without
+     * it Postfix adds the customary space to the fields we write. */
+    *pf1 = 0;
+    *pf2 = *pf3 = 0;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *sa)
+{
+    conn_ctx *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    c->snap = snapshot_acquire();
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
+    if (c->addr[0])
+        c->internal = kyso_policy_addr_in(c->snap->conf->outbound.internal_networks,
+                                          c->snap->conf->outbound.ninternal_networks, c->addr) == 1;
+    smfi_setpriv(ctx, c);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+    const char *auth = smfi_getsymval(ctx, "{auth_authen}");
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    msg_reset(c);
+    c->authenticated = auth != NULL && *auth != '\0';
+    qid_of(ctx, c);
+    return SMFIS_CONTINUE;
+}
+
+static int is_outbound(const conn_ctx *c)
+{
+    return (c->authenticated && c->snap->conf->outbound.trust_auth) || c->internal;
+}
+
+static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+    char addr[512];
+    size_t n;
+
+    if (c == NULL || argv[0] == NULL)
+        return SMFIS_CONTINUE;
+    /* "<user@domain>" as given in RCPT TO. */
+    snprintf(addr, sizeof(addr), "%s", argv[0][0] == '<' ? argv[0] + 1 : argv[0]);
+    n = strlen(addr);
+    if (n && addr[n - 1] == '>')
+        addr[n - 1] = '\0';
+    if (kyso_policy_recipient_wanted(c->snap->conf, addr))
+        c->rcpt_wanted = 1;
+    return SMFIS_CONTINUE;
+}
+
+/* Postfix passes folded values with bare LF; the library wants CRLF. */
+static kyso_status append_crlf(kyso_buf *b, const char *s)
+{
+    return kyso_canon_crlf(b, s, strlen(s));
+}
+
+static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    if (kyso_buf_puts(&c->hdrs, name) != KYSO_OK || kyso_buf_puts(&c->hdrs, ": ") != KYSO_OK ||
+        append_crlf(&c->hdrs, value) != KYSO_OK || kyso_buf_puts(&c->hdrs, "\r\n") != KYSO_OK)
+        return SMFIS_TEMPFAIL;
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    c->body_seen += len;
+    if (c->hdrs.len + c->body_seen > (size_t)c->snap->conf->inbound.max_message_size) {
+        /* Stop holding bytes we will not use; the verdict is already known. */
+        c->oversize = 1;
+        kyso_buf_free(&c->body);
+        return SMFIS_CONTINUE;
+    }
+    if (kyso_buf_append(&c->body, chunk, len) != KYSO_OK)
+        return SMFIS_TEMPFAIL;
+    return SMFIS_CONTINUE;
+}
+
+/* Applies an action: the reply to give and what to log. */
+static sfsistat act(SMFICTX *ctx, conn_ctx *c, kyso_action a, const char *why_tmp,
+                    const char *why_perm)
+{
+    switch (a) {
+    case KYSO_ACT_TEMPFAIL:
+        smfi_setreply(ctx, "451", "4.7.0", (char *)why_tmp);
+        return SMFIS_TEMPFAIL;
+    case KYSO_ACT_REJECT:
+        smfi_setreply(ctx, "550", "5.7.1", (char *)why_perm);
+        return SMFIS_REJECT;
+    case KYSO_ACT_QUARANTINE:
+        smfi_quarantine(ctx, (char *)why_perm);
+        return SMFIS_CONTINUE;
+    case KYSO_ACT_ACCEPT:
+    case KYSO_ACT_TAG:
+        break;
+    }
+    return SMFIS_CONTINUE;
+}
+
+/* Calls fn for each received header field, with its 1-based index among
+ * fields of the same name, last first, so deletions keep indices valid. */
+typedef int (*field_fn)(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int index);
+
+static int field_index(conn_ctx *c, const kyso_field *target)
+{
+    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
+    size_t pos = 0;
+    kyso_field f;
+    int idx = 0;
+
+    while (kyso_field_next(&e, &pos, &f)) {
+        if (f.name_len == target->name_len && strncasecmp(f.name, target->name, f.name_len) == 0)
+            idx++;
+        if (f.field == target->field)
+            return idx;
+    }
+    return 0;
+}
+
+static void each_field_reverse(SMFICTX *ctx, conn_ctx *c, field_fn fn)
+{
+    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
+    kyso_field fields[512];
+    size_t pos = 0, n = 0;
+
+    while (n < sizeof(fields) / sizeof(fields[0]) && kyso_field_next(&e, &pos, &fields[n]))
+        n++;
+    while (n-- > 0)
+        fn(ctx, c, &fields[n], field_index(c, &fields[n]));
+}
+
+static char *field_name(const kyso_field *f)
+{
+    return strndup(f->name, f->name_len);
+}
+
+/* The value without the leading space and with folds unfolded to LF+WSP
+ * as libmilter expects. */
+static char *field_value(const kyso_field *f)
+{
+    size_t i = 0, j = 0, n = f->value_len;
+    char *v = malloc(n + 1);
+
+    if (v == NULL)
+        return NULL;
+    while (i < n && (f->value[i] == ' ' || f->value[i] == '\t'))
+        i++;
+    for (; i < n; i++)
+        if (f->value[i] != '\r')
+            v[j++] = f->value[i];
+    while (j > 0 && v[j - 1] == '\n')
+        j--;
+    v[j] = '\0';
+    return v;
+}
+
+static int delete_forged(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int index)
+{
+    char *name = field_name(f), *value = field_value(f);
+    int drop = 0;
+
+    if (name && value) {
+        if (strcasecmp(name, "Authentication-Results") == 0)
+            drop = kyso_policy_ar_is_ours(value, c->snap->conf->inbound.authserv_id);
+        else if (strncasecmp(name, "X-Kyso-", 7) == 0)
+            drop = 1;
+    }
+    if (drop) {
+        kyso_log(KYSO_LOG_INFO, c->qid[0] ? c->qid : NULL, "header-removed",
+                 "name=%s reason=\"only this gateway writes it\"", name);
+        smfi_chgheader(ctx, name, index, NULL);
+    }
+    free(name);
+    free(value);
+    return 0;
+}
+
+static int delete_content_fields(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int index)
+{
+    char *name = field_name(f);
+
+    if (name && (strncasecmp(name, "Content-", 8) == 0 || strcasecmp(name, "MIME-Version") == 0))
+        smfi_chgheader(ctx, name, index, NULL);
+    free(name);
+    return 0;
+}
+
+static int replace_body(SMFICTX *ctx, const char *p, size_t len)
+{
+    while (len > 0) {
+        size_t n = len > 65535 ? 65535 : len;
+
+        if (smfi_replacebody(ctx, (unsigned char *)p, (int)n) != MI_SUCCESS)
+            return -1;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Turns the signed message into edits of the queued one: the Content-*
+ * fields and MIME-Version move into the signed entity, the new ones are added,
+ * and the body is replaced (CRLF lines, in one contiguous run of calls). */
+static int apply_signed(SMFICTX *ctx, conn_ctx *c, const kyso_buf *out, kyso_sign_outcome what)
+{
+    kyso_entity e;
+    size_t pos = 0;
+    kyso_field f;
+
+    kyso_entity_split(&e, out->data, out->len);
+    if (what == KYSO_SIGNED_NEW) {
+        each_field_reverse(ctx, c, delete_content_fields);
+        while (kyso_field_next(&e, &pos, &f)) {
+            char *name = field_name(&f), *value = field_value(&f);
+            int ok = 1;
+
+            if (name && value &&
+                (strncasecmp(name, "Content-", 8) == 0 || strcasecmp(name, "MIME-Version") == 0))
+                ok = smfi_addheader(ctx, name, value) == MI_SUCCESS;
+            free(name);
+            free(value);
+            if (!ok)
+                return -1;
+        }
+    }
+    return replace_body(ctx, e.body, e.body_len);
+}
+
+static char *message_bytes(conn_ctx *c, size_t *len)
+{
+    kyso_buf m = KYSO_BUF_INIT;
+
+    if (kyso_buf_append(&m, c->hdrs.data ? c->hdrs.data : "", c->hdrs.len) != KYSO_OK ||
+        kyso_buf_append(&m, "\r\n", 2) != KYSO_OK ||
+        kyso_buf_append(&m, c->body.data ? c->body.data : "", c->body.len) != KYSO_OK) {
+        kyso_buf_free(&m);
+        return NULL;
+    }
+    *len = m.len;
+    return m.data;
+}
+
+static sfsistat outbound(SMFICTX *ctx, conn_ctx *c)
+{
+    const kyso_config *conf = c->snap->conf;
+    const char *qid = c->qid[0] ? c->qid : NULL;
+    char *from = NULL, *msg = NULL;
+    size_t len = 0, idx;
+    const kyso_conf_identity *id;
+    kyso_buf out = KYSO_BUF_INIT;
+    kyso_sign_outcome what = KYSO_SIGNED_NEW;
+    kyso_status st;
+    sfsistat rc = SMFIS_CONTINUE;
+
+    if (c->oversize) {
+        kyso_log(KYSO_LOG_WARNING, qid, "sign-refused", "reason=\"message too large\" size=%zu",
+                 c->body_seen);
+        return act(ctx, c, (kyso_action)conf->outbound.on_sign_error,
+                   "Kyso: message too large to sign", "Kyso: message too large to sign");
+    }
+    if ((msg = message_bytes(c, &len)) == NULL)
+        return SMFIS_TEMPFAIL;
+    if (kyso_message_from(&from, msg, len) != KYSO_OK ||
+        (id = kyso_policy_identity_for(conf, from)) == NULL) {
+        kyso_log(KYSO_LOG_INFO, qid, "not-signed", "from=%s client=%s reason=\"no identity\"",
+                 from ? from : "(none or several)", c->addr);
+        rc = act(ctx, c, (kyso_action)conf->outbound.on_no_identity,
+                 "Kyso: no signing identity for this sender",
+                 "Kyso: no signing identity for this sender");
+        goto out;
+    }
+    if (!c->rcpt_wanted) {
+        kyso_log(KYSO_LOG_INFO, qid, "not-signed",
+                 "from=%s reason=\"no recipient in recipient_domains\"", from);
+        goto out;
+    }
+    idx = (size_t)(id - conf->identities);
+    st = snapshot_sign(c->snap, idx, &out, &what, msg, len);
+    if (st != KYSO_OK) {
+        kyso_log_openssl(KYSO_LOG_ERR, qid, "sign-error");
+        kyso_log(KYSO_LOG_ERR, qid, "sign-failed", "from=%s identity=%s error=\"%s\" action=%s",
+                 from, id->name, kyso_status_str(st),
+                 kyso_action_str((kyso_action)conf->outbound.on_sign_error));
+        rc = act(ctx, c, (kyso_action)conf->outbound.on_sign_error,
+                 "Kyso: cannot sign now (signing key unavailable); try again later",
+                 "Kyso: this message cannot be signed");
+        goto out;
+    }
+    if (what != KYSO_SIGNED_SKIPPED && apply_signed(ctx, c, &out, what) != 0) {
+        kyso_log(KYSO_LOG_ERR, qid, "sign-failed", "from=%s error=\"MTA refused the edits\"", from);
+        smfi_setreply(ctx, "451", "4.7.0", "Kyso: cannot sign now; try again later");
+        rc = SMFIS_TEMPFAIL;
+        goto out;
+    }
+    kyso_log(KYSO_LOG_INFO, qid, "signed", "from=%s identity=%s mode=%s client=%s auth=%s", from,
+             id->name,
+             what == KYSO_SIGNED_NEW        ? "new"
+             : what == KYSO_SIGNED_COSIGNED ? "cosign"
+                                            : "skipped",
+             c->addr, c->authenticated ? "yes" : "no");
+out:
+    free(from);
+    free(msg);
+    kyso_buf_free(&out);
+    return rc;
+}
+
+static sfsistat inbound(SMFICTX *ctx, conn_ctx *c)
+{
+    const kyso_config *conf = c->snap->conf;
+    const char *qid = c->qid[0] ? c->qid : NULL;
+    kyso_verdict *v = NULL;
+    kyso_buf ar = KYSO_BUF_INIT, summary = KYSO_BUF_INIT;
+    char *msg = NULL, *subject = NULL, *untagged = NULL, *tagged = NULL, *signer = NULL;
+    size_t len = 0;
+    kyso_field subj;
+    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
+    kyso_action a;
+    char why[600];
+    sfsistat rc = SMFIS_CONTINUE;
+
+    each_field_reverse(ctx, c, delete_forged);
+    if (c->oversize) {
+        kyso_log(KYSO_LOG_WARNING, qid, "not-verified", "reason=\"message too large\" size=%zu",
+                 c->body_seen);
+        kyso_buf_printf(&ar, "%s; smime=neutral (message too large to verify)",
+                        conf->inbound.authserv_id);
+        smfi_insheader(ctx, 0, "Authentication-Results", ar.data);
+        rc = act(ctx, c, (kyso_action)conf->inbound.on_oversize,
+                 "Kyso: message too large to verify now", "Kyso: message too large");
+        goto out;
+    }
+    if ((msg = message_bytes(c, &len)) == NULL ||
+        kyso_verify_message(&v, c->snap->trust, msg, len) != KYSO_OK) {
+        kyso_log(KYSO_LOG_ERR, qid, "verify-error", "error=\"internal\"");
+        rc = SMFIS_TEMPFAIL;
+        goto out;
+    }
+    if (kyso_verdict_auth_results(&ar, v, conf->inbound.authserv_id) != KYSO_OK ||
+        kyso_verdict_summary(&summary, v) != KYSO_OK) {
+        rc = SMFIS_TEMPFAIL;
+        goto out;
+    }
+    smfi_insheader(ctx, 0, "Authentication-Results", ar.data);
+
+    /* The subject as it will read after forged tags are gone, then ours. */
+    if (kyso_entity_find(&e, "Subject", &subj) > 0)
+        subject = field_value(&subj);
+    untagged = subject ? kyso_policy_subject_untag(conf, subject) : NULL;
+    tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
+    if (tagged || untagged) {
+        const char *nv = tagged ? tagged : untagged;
+
+        if (subject)
+            smfi_chgheader(ctx, "Subject", 1, (char *)nv);
+        else
+            smfi_addheader(ctx, "Subject", (char *)nv);
+    }
+    if (conf->inbound.signer_header && v->result == KYSO_RESULT_PASS &&
+        (signer = kyso_policy_signer_header(v)) != NULL)
+        smfi_addheader(ctx, "X-Kyso-Signer", signer);
+
+    a = kyso_policy_inbound_action(conf, v);
+    kyso_log(KYSO_LOG_INFO, qid, "verified", "result=%s from=%s action=%s client=%s summary=\"%s\"",
+             kyso_result_str(v->result), v->from ? v->from : "-", kyso_action_str(a), c->addr,
+             summary.data);
+    snprintf(why, sizeof(why),
+             "Kyso: mail from this domain must carry a valid S/MIME signature (smime=%s: %s)",
+             kyso_result_str(v->result), v->reason ? v->reason : "");
+    rc = act(ctx, c, a, "Kyso: signature cannot be checked now; try again later", why);
+out:
+    kyso_verdict_free(v);
+    kyso_buf_free(&ar);
+    kyso_buf_free(&summary);
+    free(msg);
+    free(subject);
+    free(untagged);
+    free(tagged);
+    free(signer);
+    return rc;
+}
+
+static sfsistat on_eom(SMFICTX *ctx)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+    sfsistat rc;
+
+    if (c == NULL)
+        return SMFIS_TEMPFAIL;
+    qid_of(ctx, c);
+    rc = is_outbound(c) ? outbound(ctx, c) : inbound(ctx, c);
+    /* Whatever OpenSSL left on this thread's queue belongs to this message. */
+    ERR_clear_error();
+    msg_reset(c);
+    return rc;
+}
+
+static sfsistat on_abort(SMFICTX *ctx)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+
+    if (c)
+        msg_reset(c);
+    return SMFIS_CONTINUE;
+}
+
+static sfsistat on_close(SMFICTX *ctx)
+{
+    conn_ctx *c = smfi_getpriv(ctx);
+
+    if (c) {
+        msg_reset(c);
+        snapshot_release(c->snap);
+        free(c);
+        smfi_setpriv(ctx, NULL);
+    }
+    return SMFIS_CONTINUE;
+}
+
+struct smfiDesc kyso_milter_desc = {
+    "kyso",       SMFI_VERSION, SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGBODY | SMFIF_QUARANTINE,
+    on_connect,   NULL, /* helo */
+    on_envfrom,   on_envrcpt,   on_header,
+    NULL, /* eoh */
+    on_body,      on_eom,       on_abort,
+    on_close,     NULL, /* unknown */
+    NULL,               /* data */
+    on_negotiate,
+};
