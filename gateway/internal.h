@@ -71,12 +71,20 @@ extern const kyso_keystore_ops kyso_keystore_pkcs11_ops;
 /* Reads a PIN file: first line, trailing CR/LF stripped. */
 kyso_status kyso_read_pin(char *out, size_t outlen, const char *path);
 
+/* ---- revocation.c ------------------------------------------------------ */
+
+long long kyso_revoker_deadline(const kyso_revoker *r);
+kyso_revocation kyso_revoker_check(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *store,
+                                   STACK_OF(X509) * untrusted, long long deadline,
+                                   kyso_rev_info *info);
+
 /* ---- trust.c ------------------------------------------------------------------ */
 
 X509_STORE *kyso_trust_store(const kyso_trust *t);
 STACK_OF(X509) * kyso_trust_untrusted(const kyso_trust *t);
 STACK_OF(X509_CRL) * kyso_trust_crls(const kyso_trust *t);
 time_t kyso_trust_time(const kyso_trust *t);
+kyso_revoker *kyso_trust_revoker(const kyso_trust *t);
 STACK_OF(X509) * kyso_load_certs(const char *pem_file);
 
 /* ---- cert.c: certificate facts for reports --------------------------- */

@@ -29,6 +29,7 @@ typedef struct {
     PKCS11_CTX *ctx;
     PKCS11_SLOT *slots;
     unsigned int nslots;
+    int loaded; /* libp11 crashes unloading a module whose load failed */
     EVP_PKEY *key;
 } p11_state;
 
@@ -198,7 +199,8 @@ static void p11_close(void *state)
     if (s->slots)
         PKCS11_release_all_slots(s->ctx, s->slots, s->nslots);
     if (s->ctx) {
-        PKCS11_CTX_unload(s->ctx);
+        if (s->loaded)
+            PKCS11_CTX_unload(s->ctx);
         PKCS11_CTX_free(s->ctx);
     }
     free(s);
@@ -261,9 +263,10 @@ static kyso_status p11_open(void **state, const char *uri, const char *module, c
     }
     if (PKCS11_CTX_load(s->ctx, module) != 0) {
         kyso_log(KYSO_LOG_ERR, NULL, "keystore",
-                 "kind=pkcs11 error=\"cannot load module\" module=%s", module);
+                 "kind=pkcs11 error=\"cannot load or initialise module\" module=%s", module);
         goto out;
     }
+    s->loaded = 1;
     if (PKCS11_enumerate_slots(s->ctx, &s->slots, &s->nslots) != 0) {
         kyso_log(KYSO_LOG_ERR, NULL, "keystore", "kind=pkcs11 error=\"cannot list slots\"");
         goto out;

@@ -175,6 +175,7 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
 /* ---- verification --------------------------------------------------------- */
 
 typedef struct kyso_trust kyso_trust;
+typedef struct kyso_revoker kyso_revoker;
 
 kyso_status kyso_trust_new(kyso_trust **out);
 void kyso_trust_free(kyso_trust *t);
@@ -183,6 +184,38 @@ kyso_status kyso_trust_add_untrusted(kyso_trust *t, const char *pem_file);
 kyso_status kyso_trust_add_crl(kyso_trust *t, const char *file); /* PEM or DER */
 /* 0 means "now" at each verification. */
 void kyso_trust_set_time(kyso_trust *t, time_t at);
+/* Check certificates online through r (borrowed, must outlive t). */
+void kyso_trust_set_revoker(kyso_trust *t, kyso_revoker *r);
+
+/* ---- revocation (OCSP, CRL over HTTP) ------------------------------------ */
+
+typedef enum {
+    KYSO_REV_ORDER_OCSP_CRL = 0, /* OCSP, CRL when OCSP gives no answer */
+    KYSO_REV_ORDER_CRL_OCSP,
+    KYSO_REV_ORDER_OCSP,
+    KYSO_REV_ORDER_CRL
+} kyso_rev_order;
+
+typedef struct {
+    const char *cache_dir; /* CRL disk cache; NULL: memory only */
+    const char *ocsp_url;  /* responder for every certificate; NULL: from AIA */
+    const char *proxy;     /* http://host:port, or NULL */
+    kyso_rev_order order;
+    int timeout_ms;     /* one deadline for all network work of a message */
+    size_t max_entries; /* bound of the status cache */
+    int hard_fail;      /* unknown status gives temperror instead of pass */
+} kyso_revoker_opts;
+
+kyso_status kyso_revoker_new(kyso_revoker **out, const kyso_revoker_opts *o);
+void kyso_revoker_free(kyso_revoker *r);
+const kyso_revoker_opts *kyso_revoker_options(const kyso_revoker *r);
+/* Refetches cached CRLs near (or, with force, regardless of) nextUpdate;
+ * returns how many were refreshed. Safe from a background thread. */
+int kyso_revoker_refresh(kyso_revoker *r, int force);
+/* Loads the CRLs of the disk cache into memory. */
+kyso_status kyso_revoker_scan_cache(kyso_revoker *r);
+/* Counters and cached CRLs, one per line, for people. */
+kyso_status kyso_revoker_status(kyso_buf *out, kyso_revoker *r);
 
 /* RFC 7281 result vocabulary. */
 typedef enum {
@@ -204,18 +237,30 @@ typedef enum {
     KYSO_REV_UNKNOWN
 } kyso_revocation;
 
+/* How the revocation status of a certificate was decided. */
 typedef struct {
-    char *subject;      /* RFC 2253, UTF-8 */
-    char *common_name;  /* subject CN, UTF-8, or NULL */
-    char *organization; /* subject O, UTF-8, or NULL */
-    char *email;        /* the address matched to From, else the first one */
-    char *issuer;       /* RFC 2253, UTF-8 */
-    char *serial;       /* upper-case hex */
-    int cert_found;     /* the signer's certificate was available */
-    int signature_ok;   /* signature and message digest verify */
-    int chain_ok;       /* path to an anchor, validity, key usage, EKU */
-    char *chain_error;  /* NULL when chain_ok */
-    kyso_revocation revocation;
+    kyso_revocation status;
+    const char *source; /* "ocsp", "crl", "crl-file" or "none" */
+    int cached;         /* answered from the cache, no network */
+    int reason;         /* CRLReason when revoked, else -1 */
+    time_t revoked_at;
+    time_t this_update; /* of the response or CRL that decided */
+    time_t checked_at;
+} kyso_rev_info;
+
+typedef struct {
+    char *subject;                 /* RFC 2253, UTF-8 */
+    char *common_name;             /* subject CN, UTF-8, or NULL */
+    char *organization;            /* subject O, UTF-8, or NULL */
+    char *email;                   /* the address matched to From, else the first one */
+    char *issuer;                  /* RFC 2253, UTF-8 */
+    char *serial;                  /* upper-case hex */
+    int cert_found;                /* the signer's certificate was available */
+    int signature_ok;              /* signature and message digest verify */
+    int chain_ok;                  /* path to an anchor, validity, key usage, EKU */
+    char *chain_error;             /* NULL when chain_ok */
+    kyso_revocation revocation;    /* worst over the certificate's whole chain */
+    kyso_rev_info revocation_info; /* of the link that decided it */
     int from_match;
 } kyso_signer_report;
 

@@ -5,6 +5,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -96,6 +97,32 @@ static const char *revocation_str(kyso_revocation r)
     return "not-checked";
 }
 
+static void iso_time(char *out, size_t len, time_t t)
+{
+    struct tm tm;
+
+    if (t == 0 || gmtime_r(&t, &tm) == NULL) {
+        snprintf(out, len, "-");
+        return;
+    }
+    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* "revocation good by ocsp (cached) at 2026-12-04T10:00:00Z", for badges and people. */
+static kyso_status put_revocation(kyso_buf *out, const kyso_signer_report *s)
+{
+    char when[32];
+
+    if (s->revocation == KYSO_REV_NOT_CHECKED)
+        return kyso_buf_puts(out, "revocation not-checked");
+    iso_time(when, sizeof(when),
+             s->revocation_info.this_update ? s->revocation_info.this_update
+                                            : s->revocation_info.checked_at);
+    return kyso_buf_printf(out, "revocation %s by %s%s at %s", revocation_str(s->revocation),
+                           s->revocation_info.source ? s->revocation_info.source : "none",
+                           s->revocation_info.cached ? " (cached)" : "", when);
+}
+
 kyso_status kyso_verdict_auth_results(kyso_buf *out, const kyso_verdict *v, const char *authserv_id)
 {
     const kyso_signer_report *s = reported_signer(v);
@@ -107,6 +134,17 @@ kyso_status kyso_verdict_auth_results(kyso_buf *out, const kyso_verdict *v, cons
         return st;
     if (v->reason && v->result != KYSO_RESULT_PASS && (st = put_comment(out, v->reason)) != KYSO_OK)
         return st;
+    if (v->result == KYSO_RESULT_PASS && s != NULL) {
+        /* The recipient learns how fresh "not revoked" is. */
+        kyso_buf rev = KYSO_BUF_INIT;
+
+        st = put_revocation(&rev, s);
+        if (st == KYSO_OK)
+            st = put_comment(out, rev.data);
+        kyso_buf_free(&rev);
+        if (st != KYSO_OK)
+            return st;
+    }
     if (s == NULL)
         return KYSO_OK;
     if (s->email) {
@@ -177,8 +215,24 @@ kyso_status kyso_verdict_json(kyso_buf *out, const kyso_verdict *v)
         PUT(json_str(out, !s->cert_found ? "signer certificate not found"
                           : s->chain_ok  ? "ok"
                                          : s->chain_error));
-        PUT(kyso_buf_printf(out, ", \"revocation\": \"%s\", \"from_match\": %s}",
-                            revocation_str(s->revocation), s->from_match ? "true" : "false"));
+        {
+            char checked[32], upd[32], revoked[32];
+
+            iso_time(checked, sizeof(checked), s->revocation_info.checked_at);
+            iso_time(upd, sizeof(upd), s->revocation_info.this_update);
+            iso_time(revoked, sizeof(revoked), s->revocation_info.revoked_at);
+            PUT(kyso_buf_printf(out,
+                                ", \"revocation\": \"%s\", \"revocation_source\": \"%s\", "
+                                "\"revocation_cached\": %s, \"revocation_checked_at\": \"%s\", "
+                                "\"revocation_this_update\": \"%s\"",
+                                revocation_str(s->revocation),
+                                s->revocation_info.source ? s->revocation_info.source : "none",
+                                s->revocation_info.cached ? "true" : "false", checked, upd));
+            if (s->revocation == KYSO_REV_REVOKED)
+                PUT(kyso_buf_printf(out, ", \"revoked_at\": \"%s\", \"revocation_reason\": %d",
+                                    revoked, s->revocation_info.reason));
+            PUT(kyso_buf_printf(out, ", \"from_match\": %s}", s->from_match ? "true" : "false"));
+        }
     }
     PUT(kyso_buf_puts(out, "]}"));
 #undef PUT
@@ -189,8 +243,12 @@ kyso_status kyso_verdict_summary(kyso_buf *out, const kyso_verdict *v)
 {
     const kyso_signer_report *s = reported_signer(v);
 
-    if (v->result == KYSO_RESULT_PASS)
-        return kyso_buf_printf(out, "pass: signed by %s (%s), certificate serial %s issued by %s",
-                               s->email, s->subject, s->serial, s->issuer);
+    if (v->result == KYSO_RESULT_PASS) {
+        kyso_status st =
+            kyso_buf_printf(out, "pass: signed by %s (%s), certificate serial %s issued by %s; ",
+                            s->email, s->subject, s->serial, s->issuer);
+
+        return st == KYSO_OK ? put_revocation(out, s) : st;
+    }
     return kyso_buf_printf(out, "%s: %s", kyso_result_str(v->result), v->reason ? v->reason : "");
 }

@@ -18,6 +18,7 @@ struct kyso_trust {
     STACK_OF(X509_CRL) * crls;
     time_t at;
     int anchors;
+    kyso_revoker *revoker;
 };
 
 kyso_status kyso_trust_new(kyso_trust **out)
@@ -160,4 +161,14 @@ STACK_OF(X509_CRL) * kyso_trust_crls(const kyso_trust *t)
 time_t kyso_trust_time(const kyso_trust *t)
 {
     return t->at;
+}
+
+void kyso_trust_set_revoker(kyso_trust *t, kyso_revoker *r)
+{
+    t->revoker = r;
+}
+
+kyso_revoker *kyso_trust_revoker(const kyso_trust *t)
+{
+    return t->revoker;
 }

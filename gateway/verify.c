@@ -14,6 +14,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
@@ -50,9 +51,38 @@ void kyso_verdict_free(kyso_verdict *v)
     free(v);
 }
 
+/* Online status of every link of a validated path, leaf first; the worst
+ * answer decides, and the link that decided is reported. */
+static void check_online(kyso_signer_report *r, const kyso_trust *t, X509_STORE_CTX *ctx,
+                         STACK_OF(X509) * untrusted, long long deadline)
+{
+    STACK_OF(X509) *chain = X509_STORE_CTX_get1_chain(ctx);
+    kyso_revocation worst = KYSO_REV_GOOD;
+    int n = chain ? sk_X509_num(chain) : 0;
+
+    /* The anchor itself has nobody to ask. */
+    for (int i = 0; i + 1 < n; i++) {
+        kyso_rev_info info;
+        kyso_revocation st = kyso_revoker_check(kyso_trust_revoker(t), sk_X509_value(chain, i),
+                                                sk_X509_value(chain, i + 1), kyso_trust_store(t),
+                                                untrusted, deadline, &info);
+
+        if (i == 0 || st == KYSO_REV_REVOKED || (st == KYSO_REV_UNKNOWN && worst == KYSO_REV_GOOD))
+            r->revocation_info = info;
+        if (st == KYSO_REV_REVOKED)
+            worst = KYSO_REV_REVOKED;
+        else if (st == KYSO_REV_UNKNOWN && worst == KYSO_REV_GOOD)
+            worst = KYSO_REV_UNKNOWN;
+    }
+    /* A CRL file the admin supplied still counts when the network is silent. */
+    if (!(worst == KYSO_REV_UNKNOWN && r->revocation == KYSO_REV_GOOD))
+        r->revocation = worst;
+    sk_X509_pop_free(chain, X509_free);
+}
+
 /* Path validation of one signer certificate; fills chain and revocation. */
 static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 *cert,
-                               STACK_OF(X509) * untrusted)
+                               STACK_OF(X509) * untrusted, long long deadline)
 {
     STACK_OF(X509_CRL) *crls = kyso_trust_crls(t);
     int with_crls = sk_X509_CRL_num(crls) > 0;
@@ -60,6 +90,8 @@ static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 
     int ok = 0, err = 0;
     kyso_status st = KYSO_ERR_NOMEM;
 
+    r->revocation_info.source = "none";
+    r->revocation_info.reason = -1;
     for (int pass = 0; pass < 2; pass++) {
         X509_VERIFY_PARAM *param;
 
@@ -85,10 +117,14 @@ static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 
         if (pass == 0) {
             if (ok) {
                 r->revocation = KYSO_REV_GOOD;
+                r->revocation_info.source = "crl-file";
+                r->revocation_info.checked_at = time(NULL);
                 break;
             }
             if (err == X509_V_ERR_CERT_REVOKED) {
                 r->revocation = KYSO_REV_REVOKED;
+                r->revocation_info.source = "crl-file";
+                r->revocation_info.checked_at = time(NULL);
                 break;
             }
             if (err != X509_V_ERR_UNABLE_TO_GET_CRL && err != X509_V_ERR_CRL_HAS_EXPIRED &&
@@ -104,6 +140,9 @@ static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 
         break;
     }
     r->chain_ok = ok;
+    if (ok && kyso_trust_revoker(t) && r->revocation != KYSO_REV_REVOKED)
+        check_online(r, t, ctx, untrusted, deadline);
+    r->revocation_info.status = r->revocation;
     if (!ok) {
         r->chain_error = strdup(X509_verify_cert_error_string(err));
         if (r->chain_error == NULL)
@@ -140,6 +179,8 @@ static kyso_status judge_signers(kyso_verdict *v, CMS_ContentInfo *cms, const ky
     BIO *cont = NULL, *chain = NULL;
     char sink[16384];
     int n = sis ? sk_CMS_SignerInfo_num(sis) : 0;
+    /* One deadline for all network work of this message. */
+    long long deadline = kyso_trust_revoker(t) ? kyso_revoker_deadline(kyso_trust_revoker(t)) : 0;
     kyso_status st = KYSO_ERR_NOMEM;
 
     if (n > KYSO_MAX_SIGNERS)
@@ -188,7 +229,7 @@ static kyso_status judge_signers(kyso_verdict *v, CMS_ContentInfo *cms, const ky
         else
             r->signature_ok = CMS_SignerInfo_verify_content(si, chain) == 1;
         ERR_clear_error();
-        if ((st = check_chain(r, t, signer, pool)) != KYSO_OK)
+        if ((st = check_chain(r, t, signer, pool, deadline)) != KYSO_OK)
             goto out;
     }
     st = KYSO_OK;
@@ -201,7 +242,7 @@ out:
 }
 
 /* The verdict from the per-signer facts. */
-static kyso_status conclude(kyso_verdict *v)
+static kyso_status conclude(kyso_verdict *v, int hard_fail)
 {
     int any_found = 0, bad = -1, revoked = -1, chain_bad = -1, unmatched_good = 0;
 
@@ -238,6 +279,11 @@ static kyso_status conclude(kyso_verdict *v)
     if (v->from == NULL) {
         v->pass_index = -1;
         return set_reason(v, KYSO_RESULT_POLICY, "From must hold exactly one address");
+    }
+    if (v->pass_index >= 0 && v->signers[v->pass_index].revocation == KYSO_REV_UNKNOWN &&
+        hard_fail) {
+        v->pass_index = -1;
+        return set_reason(v, KYSO_RESULT_TEMPERROR, "revocation status unknown (hard-fail)");
     }
     if (v->pass_index >= 0)
         return set_reason(v, KYSO_RESULT_PASS, "signature verified");
@@ -390,7 +436,8 @@ static kyso_status verify_canonical(kyso_verdict *v, const kyso_trust *t, const 
     if ((st = judge_signers(v, cms, t, content, content_len)) != KYSO_OK)
         goto out;
     if (v->reason == NULL)
-        st = conclude(v);
+        st = conclude(v, kyso_trust_revoker(t) &&
+                             kyso_revoker_options(kyso_trust_revoker(t))->hard_fail);
 out:
     CMS_ContentInfo_free(cms);
     kyso_ctype_clear(&ct);

@@ -29,7 +29,9 @@ static void usage(FILE *f)
                "                   [--at TIME] [--authserv-id ID] [--json] [IN|-]\n"
                "\n"
                "URI is an RFC 7512 pkcs11: URI (token=, object=, id=, pin-source=) or file:PATH.\n"
-               "TIME is YYYY-MM-DDTHH:MM:SSZ or @EPOCH.\n");
+               "TIME is YYYY-MM-DDTHH:MM:SSZ or @EPOCH. Without --offline, verify asks each\n"
+               "certificate's OCSP responder and CRL distribution point (deadline --timeout-ms,\n"
+               "default 3000 for the whole message).\n");
 }
 
 static int exit_for(kyso_status st)
@@ -177,6 +179,94 @@ out:
     return rc;
 }
 
+/* The options verify and revocation share. */
+static int revoker_option(kyso_revoker_opts *ro, int c, const char *arg)
+{
+    char *end;
+
+    switch (c) {
+    case 'R':
+        if (strcmp(arg, "soft-fail") == 0)
+            ro->hard_fail = 0;
+        else if (strcmp(arg, "hard-fail") == 0)
+            ro->hard_fail = 1;
+        else
+            goto bad;
+        return 0;
+    case 'o':
+        if (strcmp(arg, "ocsp,crl") == 0)
+            ro->order = KYSO_REV_ORDER_OCSP_CRL;
+        else if (strcmp(arg, "crl,ocsp") == 0)
+            ro->order = KYSO_REV_ORDER_CRL_OCSP;
+        else if (strcmp(arg, "ocsp") == 0)
+            ro->order = KYSO_REV_ORDER_OCSP;
+        else if (strcmp(arg, "crl") == 0)
+            ro->order = KYSO_REV_ORDER_CRL;
+        else
+            goto bad;
+        return 0;
+    case 'U':
+        ro->ocsp_url = arg;
+        return 0;
+    case 'P':
+        ro->proxy = arg;
+        return 0;
+    case 'T':
+        ro->timeout_ms = (int)strtol(arg, &end, 10);
+        if (*end != '\0' || ro->timeout_ms <= 0 || ro->timeout_ms > 600000)
+            goto bad;
+        return 0;
+    case 'D':
+        ro->cache_dir = arg;
+        return 0;
+    }
+bad:
+    fprintf(stderr, "kyso: invalid value '%s' for a revocation option\n", arg);
+    return -1;
+}
+
+/* kyso revocation status|refresh: the CRL cache an admin can look at. */
+static int cmd_revocation(int argc, char **argv)
+{
+    static const struct option opts[] = {{"cache-dir", required_argument, NULL, 'D'},
+                                         {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"proxy", required_argument, NULL, 'P'},
+                                         {NULL, 0, NULL, 0}};
+    kyso_revoker_opts ro = {0};
+    kyso_revoker *r = NULL;
+    kyso_buf out = KYSO_BUF_INIT;
+    const char *what;
+    int c, rc = 0;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+        if (c == '?' || revoker_option(&ro, c, optarg) != 0)
+            return EX_USAGE_;
+    if (optind + 1 != argc || ro.cache_dir == NULL ||
+        (strcmp(argv[optind], "status") != 0 && strcmp(argv[optind], "refresh") != 0)) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    what = argv[optind];
+    if (kyso_revoker_new(&r, &ro) != KYSO_OK)
+        return EX_SOFTWARE_;
+    if (kyso_revoker_scan_cache(r) != KYSO_OK) {
+        fprintf(stderr, "kyso revocation: cannot read cache directory %s\n", ro.cache_dir);
+        rc = EX_NOINPUT_;
+        goto out;
+    }
+    if (strcmp(what, "refresh") == 0)
+        printf("refreshed %d CRL(s)\n", kyso_revoker_refresh(r, 1));
+    if (kyso_revoker_status(&out, r) != KYSO_OK) {
+        rc = EX_SOFTWARE_;
+        goto out;
+    }
+    fputs(out.data ? out.data : "", stdout);
+out:
+    kyso_buf_free(&out);
+    kyso_revoker_free(r);
+    return rc;
+}
+
 static int parse_time(const char *s, time_t *out)
 {
     struct tm tm;
@@ -208,9 +298,17 @@ static int cmd_verify(int argc, char **argv)
                                          {"authserv-id", required_argument, NULL, 's'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"revocation", required_argument, NULL, 'R'},
+                                         {"rev-order", required_argument, NULL, 'o'},
+                                         {"ocsp-url", required_argument, NULL, 'U'},
+                                         {"proxy", required_argument, NULL, 'P'},
+                                         {"timeout-ms", required_argument, NULL, 'T'},
+                                         {"cache-dir", required_argument, NULL, 'D'},
                                          {NULL, 0, NULL, 0}};
     const char *authserv_id = "kyso", *input = NULL;
-    int json = 0, c, rc = 0;
+    int json = 0, c, rc = 0, offline = 0;
+    kyso_revoker_opts ro = {0};
+    kyso_revoker *revoker = NULL;
     kyso_trust *trust = NULL;
     kyso_verdict *v = NULL;
     kyso_buf in = KYSO_BUF_INIT, out = KYSO_BUF_INIT;
@@ -237,7 +335,18 @@ static int cmd_verify(int argc, char **argv)
             what = "CRL";
             break;
         case 'O':
-            /* Network revocation checks do not exist yet; offline is all there is. */
+            offline = 1;
+            break;
+        case 'R':
+        case 'o':
+        case 'U':
+        case 'P':
+        case 'T':
+        case 'D':
+            if (revoker_option(&ro, c, optarg) != 0) {
+                rc = EX_USAGE_;
+                goto out;
+            }
             break;
         case 'a':
             if (parse_time(optarg, &at) != 0) {
@@ -277,6 +386,13 @@ static int cmd_verify(int argc, char **argv)
     }
     if ((rc = read_input(&in, input)) != 0)
         goto out;
+    if (!offline) {
+        if (kyso_revoker_new(&revoker, &ro) != KYSO_OK) {
+            rc = EX_SOFTWARE_;
+            goto out;
+        }
+        kyso_trust_set_revoker(trust, revoker);
+    }
     if ((st = kyso_verify_message(&v, trust, in.data, in.len)) != KYSO_OK) {
         fprintf(stderr, "kyso verify: %s\n", kyso_status_str(st));
         rc = EX_SOFTWARE_;
@@ -305,6 +421,7 @@ static int cmd_verify(int argc, char **argv)
 out:
     kyso_verdict_free(v);
     kyso_trust_free(trust);
+    kyso_revoker_free(revoker);
     kyso_buf_free(&in);
     kyso_buf_free(&out);
     return rc;
@@ -321,6 +438,8 @@ int main(int argc, char **argv)
         return cmd_sign(argc - 1, argv + 1);
     if (strcmp(argv[1], "verify") == 0)
         return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "revocation") == 0)
+        return cmd_revocation(argc - 1, argv + 1);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);

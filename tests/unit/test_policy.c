@@ -15,7 +15,8 @@
 static const char *base_conf =
     "milter: { socket = \"unix:/tmp/k.sock\"; };\n"
     "identities = ( { name = \"org\"; key = \"file:/nonexistent.pem\"; cert = \"/x.pem\";\n"
-    "  senders = [ \"vanphong@backan.gov.vn\", \"@sotc.backan.gov.vn\", \".xa.backan.gov.vn\" ]; } );\n"
+    "  senders = [ \"vanphong@backan.gov.vn\", \"@sotc.backan.gov.vn\", \".xa.backan.gov.vn\" ]; } "
+    ");\n"
     "outbound: { internal_networks = [ \"10.1.0.0/16\", \"2001:db8::/32\", \"127.0.0.1\" ]; };\n"
     "inbound: { authserv_id = \"mail.backan.gov.vn\";\n"
     "  subject_tag: { pass = \"[Đã ký số]\"; fail = \"[CHỮ KÝ KHÔNG HỢP LỆ]\"; };\n"
@@ -70,8 +71,9 @@ static void test_config_unknown_key_names_file_line_and_key(void **state)
     /* a duplicate group is a libconfig syntax error, reported with its line */
     assert_int_equal(load(text, &c, err, sizeof(err)), KYSO_ERR_PARSE);
     assert_null(c);
-    snprintf(text, sizeof(text), "milter: {\n  socket = \"unix:/x\";\n  sokcet_mode = \"0600\";\n};\n"
-                                 "inbound: { authserv_id = \"a\"; };\n");
+    snprintf(text, sizeof(text),
+             "milter: {\n  socket = \"unix:/x\";\n  sokcet_mode = \"0600\";\n};\n"
+             "inbound: { authserv_id = \"a\"; };\n");
     assert_int_equal(load(text, &c, err, sizeof(err)), KYSO_ERR_PARSE);
     snprintf(want, sizeof(want), "%s:3: unknown key 'sokcet_mode' in milter", path);
     assert_string_equal(err, want);
@@ -85,14 +87,18 @@ static void test_config_rejects_bad_values_with_their_line(void **state)
     } cases[] = {
         {"inbound: { authserv_id = \"a\";\n on_invalid = \"bounce\"; };\n",
          ":2: 'on_invalid' must be one of"},
-        {"inbound: { authserv_id = \"a\"; };\nmilter: { timeout = 0; };\n", ":2: 'timeout' in milter is out of range"},
-        {"inbound: { authserv_id = \"a\"; };\noutbound: { internal_networks = [ \"10.0.0.0/33\" ]; };\n",
+        {"inbound: { authserv_id = \"a\"; };\nmilter: { timeout = 0; };\n",
+         ":2: 'timeout' in milter is out of range"},
+        {"inbound: { authserv_id = \"a\"; };\noutbound: { internal_networks = [ \"10.0.0.0/33\" ]; "
+         "};\n",
          "'10.0.0.0/33' in internal_networks is not a CIDR network"},
         {"inbound: { };\n", "'authserv_id' in inbound must be set"},
-        {"inbound: { authserv_id = \"a\"; };\nidentities = ( { name = \"x\"; key = \"pkcs11:object=a\";\n"
+        {"inbound: { authserv_id = \"a\"; };\nidentities = ( { name = \"x\"; key = "
+         "\"pkcs11:object=a\";\n"
          " token = \"nope\"; cert = \"/c\"; senders = [\"@a\"]; } );\n",
          ":3: identity 'x' names unknown token 'nope'"},
-        {"inbound: { authserv_id = \"a\"; };\nbogus = 1;\n", ":2: unknown key 'bogus' at top level"},
+        {"inbound: { authserv_id = \"a\"; };\nbogus = 1;\n",
+         ":2: unknown key 'bogus' at top level"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -164,9 +170,11 @@ static void test_inbound_action_follows_domain_policy(void **state)
 static void test_only_our_authserv_id_is_recognised(void **state)
 {
     assert_true(kyso_policy_ar_is_ours("mail.backan.gov.vn; smime=pass", "mail.backan.gov.vn"));
-    assert_true(kyso_policy_ar_is_ours("  MAIL.backan.gov.vn;\n\tsmime=pass", "mail.backan.gov.vn"));
+    assert_true(
+        kyso_policy_ar_is_ours("  MAIL.backan.gov.vn;\n\tsmime=pass", "mail.backan.gov.vn"));
     assert_true(kyso_policy_ar_is_ours("mail.backan.gov.vn 1; none", "mail.backan.gov.vn"));
-    assert_false(kyso_policy_ar_is_ours("mail.backan.gov.vn.evil; smime=pass", "mail.backan.gov.vn"));
+    assert_false(
+        kyso_policy_ar_is_ours("mail.backan.gov.vn.evil; smime=pass", "mail.backan.gov.vn"));
     assert_false(kyso_policy_ar_is_ours("mx.google.com; dkim=pass", "mail.backan.gov.vn"));
 }
 

@@ -1,0 +1,816 @@
+/*
+ * revocation.c - live certificate status: OCSP (RFC 6960) first, CRL
+ * (RFC 5280) from the distribution point as fallback, both over OpenSSL's
+ * OSSL_HTTP client with a per-message deadline and response-size caps.
+ *
+ * Answers are cached by certificate (issuer name and key hash, serial) until
+ * the response's nextUpdate, bounded in number. CRLs are cached in memory and
+ * on disk (so a restart does not refetch them), verified against their
+ * issuer every time they are used, and refreshed before nextUpdate. A CRL or
+ * OCSP answer past its nextUpdate counts as unknown, never good.
+ */
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/http.h>
+#include <openssl/ocsp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "internal.h"
+
+#define MAX_OCSP_RESPONSE  (64 * 1024)
+#define MAX_CRL            (16 * 1024 * 1024)
+#define CLOCK_SKEW         300  /* seconds allowed around thisUpdate/nextUpdate */
+#define NO_NEXT_UPDATE_TTL 3600 /* cache time of answers without nextUpdate */
+#define REFRESH_MARGIN     0.2  /* refresh a CRL in the last fifth of its life */
+
+typedef struct {
+    unsigned char key[32]; /* SHA-256 of the DER OCSP CertID (SHA-1 based) */
+    kyso_rev_info info;
+    time_t expires;
+    time_t stored;
+} status_entry;
+
+typedef struct {
+    char *url;
+    X509_CRL *crl;
+    time_t next_update;
+    time_t fetched;
+} crl_entry;
+
+struct kyso_revoker {
+    kyso_revoker_opts o;
+    pthread_mutex_t lock;
+    status_entry *entries;
+    size_t nentries;
+    crl_entry *crls;
+    size_t ncrls;
+    unsigned long ocsp_requests, crl_fetches, cache_hits;
+};
+
+static char *dup_opt(const char *s)
+{
+    return s && *s ? strdup(s) : NULL;
+}
+
+kyso_status kyso_revoker_new(kyso_revoker **out, const kyso_revoker_opts *o)
+{
+    kyso_revoker *r = calloc(1, sizeof(*r));
+
+    *out = NULL;
+    if (r == NULL)
+        return KYSO_ERR_NOMEM;
+    r->o = *o;
+    r->o.cache_dir = dup_opt(o->cache_dir);
+    r->o.ocsp_url = dup_opt(o->ocsp_url);
+    r->o.proxy = dup_opt(o->proxy);
+    if (r->o.timeout_ms <= 0)
+        r->o.timeout_ms = 3000;
+    if (r->o.max_entries == 0)
+        r->o.max_entries = 10000;
+    r->entries = calloc(r->o.max_entries, sizeof(*r->entries));
+    if (r->entries == NULL) {
+        kyso_revoker_free(r);
+        return KYSO_ERR_NOMEM;
+    }
+    pthread_mutex_init(&r->lock, NULL);
+    if (r->o.cache_dir)
+        mkdir(r->o.cache_dir, 0700);
+    *out = r;
+    return KYSO_OK;
+}
+
+void kyso_revoker_free(kyso_revoker *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->ncrls; i++) {
+        free(r->crls[i].url);
+        X509_CRL_free(r->crls[i].crl);
+    }
+    free(r->crls);
+    free(r->entries);
+    free((char *)r->o.cache_dir);
+    free((char *)r->o.ocsp_url);
+    free((char *)r->o.proxy);
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+const kyso_revoker_opts *kyso_revoker_options(const kyso_revoker *r)
+{
+    return &r->o;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long kyso_revoker_deadline(const kyso_revoker *r)
+{
+    return now_ms() + r->o.timeout_ms;
+}
+
+/* Seconds left for one HTTP exchange; OpenSSL's timeout is in whole seconds. */
+static int seconds_left(long long deadline)
+{
+    long long left = deadline - now_ms();
+
+    if (left <= 0)
+        return 0;
+    return (int)((left + 999) / 1000);
+}
+
+static time_t asn1_to_time(const ASN1_TIME *t)
+{
+    struct tm tm;
+
+    if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
+        return 0;
+    return timegm(&tm);
+}
+
+static int cert_key(X509 *cert, X509 *issuer, unsigned char key[32])
+{
+    OCSP_CERTID *id = OCSP_cert_to_id(NULL, cert, issuer);
+    unsigned char *der = NULL;
+    int n = id ? i2d_OCSP_CERTID(id, &der) : -1;
+    int ok = n > 0 && EVP_Digest(der, (size_t)n, key, NULL, EVP_sha256(), NULL);
+
+    OPENSSL_free(der);
+    OCSP_CERTID_free(id);
+    return ok;
+}
+
+static void status_path(const kyso_revoker *r, const unsigned char key[32], char *out, size_t len)
+{
+    size_t n = (size_t)snprintf(out, len, "%s/status-", r->o.cache_dir);
+
+    for (int i = 0; i < 16 && n + 3 < len; i++, n += 2)
+        sprintf(out + n, "%02x", key[i]);
+}
+
+static const char *source_name(const char *s)
+{
+    /* Static strings only, so a cached info never points into a file buffer. */
+    if (strcmp(s, "ocsp") == 0)
+        return "ocsp";
+    if (strcmp(s, "crl") == 0)
+        return "crl";
+    return "none";
+}
+
+/* Answers outlive a restart: one small file per certificate. */
+static int disk_get(kyso_revoker *r, const unsigned char key[32], kyso_rev_info *info,
+                    time_t *expires)
+{
+    char path[4200], src[16];
+    long long ra, tu, ca, ex;
+    int st, reason, n;
+    FILE *f;
+
+    if (r->o.cache_dir == NULL)
+        return 0;
+    status_path(r, key, path, sizeof(path));
+    if ((f = fopen(path, "r")) == NULL)
+        return 0;
+    n = fscanf(f, "%d %15s %d %lld %lld %lld %lld", &st, src, &reason, &ra, &tu, &ca, &ex);
+    fclose(f);
+    if (n != 7 || (st != KYSO_REV_GOOD && st != KYSO_REV_REVOKED) || ex <= time(NULL))
+        return 0;
+    memset(info, 0, sizeof(*info));
+    info->status = (kyso_revocation)st;
+    info->source = source_name(src);
+    info->reason = reason;
+    info->revoked_at = (time_t)ra;
+    info->this_update = (time_t)tu;
+    info->checked_at = (time_t)ca;
+    *expires = (time_t)ex;
+    return 1;
+}
+
+static void disk_put(kyso_revoker *r, const unsigned char key[32], const kyso_rev_info *info,
+                     time_t expires)
+{
+    char path[4200], tmp[4300];
+    FILE *f;
+
+    if (r->o.cache_dir == NULL)
+        return;
+    status_path(r, key, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if ((f = fopen(tmp, "w")) == NULL)
+        return;
+    fprintf(f, "%d %s %d %lld %lld %lld %lld\n", (int)info->status, info->source, info->reason,
+            (long long)info->revoked_at, (long long)info->this_update, (long long)info->checked_at,
+            (long long)expires);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        unlink(tmp);
+}
+
+static void cache_put(kyso_revoker *r, const unsigned char key[32], const kyso_rev_info *info,
+                      time_t expires);
+
+static int cache_get(kyso_revoker *r, const unsigned char key[32], kyso_rev_info *info)
+{
+    time_t now = time(NULL);
+    int hit = 0;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->nentries; i++) {
+        if (memcmp(r->entries[i].key, key, 32) != 0 || r->entries[i].expires <= now)
+            continue;
+        *info = r->entries[i].info;
+        info->cached = 1;
+        r->cache_hits++;
+        hit = 1;
+        break;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (!hit) {
+        time_t expires;
+
+        if (disk_get(r, key, info, &expires)) {
+            cache_put(r, key, info, expires);
+            info->cached = 1;
+            pthread_mutex_lock(&r->lock);
+            r->cache_hits++;
+            pthread_mutex_unlock(&r->lock);
+            hit = 1;
+        }
+    }
+    return hit;
+}
+
+static void cache_put(kyso_revoker *r, const unsigned char key[32], const kyso_rev_info *info,
+                      time_t expires)
+{
+    size_t slot = r->nentries, oldest = 0;
+    time_t now = time(NULL);
+
+    if (info->status == KYSO_REV_UNKNOWN || expires <= now)
+        return;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->nentries; i++) {
+        if (memcmp(r->entries[i].key, key, 32) == 0 || r->entries[i].expires <= now) {
+            slot = i;
+            break;
+        }
+        if (r->entries[i].stored < r->entries[oldest].stored)
+            oldest = i;
+    }
+    if (slot == r->nentries) {
+        if (r->nentries < r->o.max_entries)
+            r->nentries++;
+        else
+            slot = oldest; /* full: the oldest answer goes */
+    }
+    memcpy(r->entries[slot].key, key, 32);
+    r->entries[slot].info = *info;
+    r->entries[slot].info.cached = 0;
+    r->entries[slot].expires = expires;
+    r->entries[slot].stored = now;
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- HTTP ----------------------------------------------------------------- */
+
+/* A non-blocking TCP connection made within the deadline. OpenSSL's own
+ * connect retries a refused connection until its timeout, which would spend
+ * the whole deadline on a dead OCSP responder and leave none for the CRL. */
+static BIO *connect_within(const char *host, const char *port, long long deadline)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    BIO *b = NULL;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return NULL;
+    for (ai = res; ai && b == NULL; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err = 0;
+        socklen_t len = sizeof(err);
+        long long left;
+
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            struct pollfd p = {fd, POLLOUT, 0};
+
+            left = deadline - now_ms();
+            if (errno != EINPROGRESS || left <= 0 || poll(&p, 1, (int)left) != 1 ||
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+                close(fd);
+                continue;
+            }
+        }
+        if ((b = BIO_new_socket(fd, BIO_CLOSE)) == NULL)
+            close(fd);
+        else
+            BIO_set_nbio(b, 1);
+    }
+    freeaddrinfo(res);
+    return b;
+}
+
+/* GET (req NULL) or POST over plain HTTP, through the proxy when set;
+ * the answer is capped at max bytes and must arrive before the deadline. */
+static BIO *http_exchange(kyso_revoker *r, const char *url, const char *ctype, BIO *req,
+                          const char *want_ctype, size_t max, long long deadline)
+{
+    char *host = NULL, *port = NULL, *path = NULL, *phost = NULL, *pport = NULL;
+    int ssl = 0, secs = seconds_left(deadline);
+    BIO *conn = NULL, *resp = NULL;
+
+    if (secs <= 0)
+        return NULL;
+    if (!OSSL_HTTP_parse_url(url, &ssl, NULL, &host, &port, NULL, &path, NULL, NULL) || ssl)
+        goto out;
+    if (r->o.proxy &&
+        !OSSL_HTTP_parse_url(r->o.proxy, NULL, NULL, &phost, &pport, NULL, NULL, NULL, NULL))
+        goto out;
+    if ((conn = connect_within(phost ? phost : host, pport ? pport : port, deadline)) == NULL)
+        goto out;
+    secs = seconds_left(deadline);
+    if (secs > 0)
+        resp = OSSL_HTTP_transfer(NULL, host, port, path, 0, r->o.proxy, NULL, conn, conn, NULL,
+                                  NULL, 0, NULL, ctype, req, want_ctype, 1, max, secs, 0);
+out:
+    BIO_free_all(conn);
+    OPENSSL_free(host);
+    OPENSSL_free(port);
+    OPENSSL_free(path);
+    OPENSSL_free(phost);
+    OPENSSL_free(pport);
+    return resp;
+}
+
+/* ---- OCSP ---------------------------------------------------------------- */
+
+static const char *ocsp_url_of(kyso_revoker *r, X509 *cert, STACK_OF(OPENSSL_STRING) * *aia)
+{
+    *aia = NULL;
+    if (r->o.ocsp_url)
+        return r->o.ocsp_url;
+    *aia = X509_get1_ocsp(cert);
+    for (int i = 0; *aia && i < sk_OPENSSL_STRING_num(*aia); i++) {
+        const char *u = sk_OPENSSL_STRING_value(*aia, i);
+
+        if (strncmp(u, "http://", 7) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+static int check_ocsp(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *store,
+                      STACK_OF(X509) * untrusted, long long deadline, kyso_rev_info *info,
+                      time_t *expires)
+{
+    STACK_OF(OPENSSL_STRING) *aia = NULL;
+    const char *url = ocsp_url_of(r, cert, &aia);
+    OCSP_REQUEST *req = NULL;
+    OCSP_CERTID *id = NULL;
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *bs = NULL;
+    BIO *reqbio = NULL, *respbio = NULL;
+    ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
+    int status = -1, reason = -1, ok = 0, nonce;
+
+    if (url == NULL)
+        goto out;
+    if ((req = OCSP_REQUEST_new()) == NULL || (id = OCSP_cert_to_id(NULL, cert, issuer)) == NULL)
+        goto out;
+    if (!OCSP_request_add0_id(req, OCSP_CERTID_dup(id)) || !OCSP_request_add1_nonce(req, NULL, -1))
+        goto out;
+    if ((reqbio = BIO_new(BIO_s_mem())) == NULL || i2d_OCSP_REQUEST_bio(reqbio, req) <= 0)
+        goto out;
+    pthread_mutex_lock(&r->lock);
+    r->ocsp_requests++;
+    pthread_mutex_unlock(&r->lock);
+    respbio = http_exchange(r, url, "application/ocsp-request", reqbio, "application/ocsp-response",
+                            MAX_OCSP_RESPONSE, deadline);
+    if (respbio == NULL) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp",
+                 "url=%s error=\"no answer (connection failed or deadline passed)\"", url);
+        goto out;
+    }
+    if ((resp = d2i_OCSP_RESPONSE_bio(respbio, NULL)) == NULL ||
+        OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
+        (bs = OCSP_response_get1_basic(resp)) == NULL) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"unusable response\"", url);
+        goto out;
+    }
+    /* A replayed answer to someone else's question is refused; responders
+     * that do not echo nonces are accepted on freshness alone. */
+    nonce = OCSP_check_nonce(req, bs);
+    if (nonce == 0) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"nonce mismatch\"", url);
+        goto out;
+    }
+    /* Signed by the CA itself or a responder it delegated (id-kp-OCSPSigning). */
+    {
+        STACK_OF(X509) *certs = sk_X509_dup(untrusted);
+
+        if (certs)
+            sk_X509_push(certs, issuer);
+        ok = OCSP_basic_verify(bs, certs, store, 0) > 0;
+        sk_X509_free(certs);
+    }
+    if (!ok) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"response signature not trusted\"",
+                 url);
+        goto out;
+    }
+    ok = 0;
+    if (!OCSP_resp_find_status(bs, id, &status, &reason, &rev, &thisupd, &nextupd)) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"certificate not in response\"",
+                 url);
+        goto out;
+    }
+    if (!OCSP_check_validity(thisupd, nextupd, CLOCK_SKEW, -1)) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"stale response\"", url);
+        goto out;
+    }
+    info->source = "ocsp";
+    info->this_update = asn1_to_time(thisupd);
+    info->checked_at = time(NULL);
+    if (status == V_OCSP_CERTSTATUS_GOOD) {
+        info->status = KYSO_REV_GOOD;
+    } else if (status == V_OCSP_CERTSTATUS_REVOKED) {
+        info->status = KYSO_REV_REVOKED;
+        info->reason = reason;
+        info->revoked_at = asn1_to_time(rev);
+    } else {
+        info->status = KYSO_REV_UNKNOWN;
+    }
+    *expires = nextupd ? asn1_to_time(nextupd) : time(NULL) + NO_NEXT_UPDATE_TTL;
+    ok = 1;
+out:
+    ERR_clear_error();
+    X509_email_free(aia);
+    BIO_free(reqbio);
+    BIO_free(respbio);
+    OCSP_BASICRESP_free(bs);
+    OCSP_RESPONSE_free(resp);
+    OCSP_CERTID_free(id);
+    OCSP_REQUEST_free(req);
+    return ok;
+}
+
+/* ---- CRL ------------------------------------------------------------------ */
+
+static const char *crl_url_of(X509 *cert, STACK_OF(DIST_POINT) * *dps)
+{
+    *dps = X509_get_ext_d2i(cert, NID_crl_distribution_points, NULL, NULL);
+    for (int i = 0; *dps && i < sk_DIST_POINT_num(*dps); i++) {
+        DIST_POINT *dp = sk_DIST_POINT_value(*dps, i);
+
+        if (dp->distpoint == NULL || dp->distpoint->type != 0)
+            continue;
+        for (int j = 0; j < sk_GENERAL_NAME_num(dp->distpoint->name.fullname); j++) {
+            GENERAL_NAME *g = sk_GENERAL_NAME_value(dp->distpoint->name.fullname, j);
+
+            if (g->type == GEN_URI &&
+                strncmp((const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier),
+                        "http://", 7) == 0)
+                return (const char *)ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        }
+    }
+    return NULL;
+}
+
+static char *crl_cache_path(const kyso_revoker *r, const char *url)
+{
+    unsigned char h[32];
+    char *p;
+
+    if (r->o.cache_dir == NULL)
+        return NULL;
+    EVP_Digest(url, strlen(url), h, NULL, EVP_sha256(), NULL);
+    if ((p = malloc(strlen(r->o.cache_dir) + 80)) == NULL)
+        return NULL;
+    sprintf(p, "%s/", r->o.cache_dir);
+    for (int i = 0; i < 16; i++)
+        sprintf(p + strlen(p), "%02x", h[i]);
+    strcat(p, ".crl");
+    return p;
+}
+
+static X509_CRL *crl_from_bio(BIO *b)
+{
+    X509_CRL *crl = d2i_X509_CRL_bio(b, NULL);
+
+    if (crl == NULL) {
+        (void)BIO_reset(b);
+        crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+    }
+    ERR_clear_error();
+    return crl;
+}
+
+static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl)
+{
+    crl_entry *e = NULL;
+    char *path;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->ncrls; i++)
+        if (strcmp(r->crls[i].url, url) == 0)
+            e = &r->crls[i];
+    if (e == NULL) {
+        crl_entry *n = realloc(r->crls, (r->ncrls + 1) * sizeof(*n));
+
+        if (n == NULL) {
+            pthread_mutex_unlock(&r->lock);
+            return;
+        }
+        r->crls = n;
+        e = &r->crls[r->ncrls++];
+        memset(e, 0, sizeof(*e));
+        e->url = strdup(url);
+    }
+    X509_CRL_free(e->crl);
+    X509_CRL_up_ref(crl);
+    e->crl = crl;
+    e->next_update = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
+    e->fetched = time(NULL);
+    pthread_mutex_unlock(&r->lock);
+    if ((path = crl_cache_path(r, url)) != NULL) {
+        char tmp[4200];
+        FILE *f;
+
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        /* Written aside and renamed, so a crash never leaves half a CRL. */
+        if ((f = fopen(tmp, "wb")) != NULL) {
+            int ok = i2d_X509_CRL_fp(f, crl) > 0;
+
+            ok = fclose(f) == 0 && ok;
+            if (!ok || rename(tmp, path) != 0)
+                unlink(tmp);
+        }
+        /* The URL beside it, so a later process knows what the file is. */
+        snprintf(tmp, sizeof(tmp), "%.*s.url", (int)(strlen(path) - 4), path);
+        if ((f = fopen(tmp, "w")) != NULL) {
+            fprintf(f, "%s\n", url);
+            fclose(f);
+        }
+        free(path);
+    }
+}
+
+static X509_CRL *crl_fetch(kyso_revoker *r, const char *url, long long deadline)
+{
+    BIO *b;
+    X509_CRL *crl = NULL;
+
+    pthread_mutex_lock(&r->lock);
+    r->crl_fetches++;
+    pthread_mutex_unlock(&r->lock);
+    b = http_exchange(r, url, NULL, NULL, NULL, MAX_CRL, deadline);
+    if (b)
+        crl = crl_from_bio(b);
+    BIO_free(b);
+    ERR_clear_error();
+    if (crl == NULL)
+        kyso_log(KYSO_LOG_WARNING, NULL, "crl", "url=%s error=\"fetch failed\"", url);
+    return crl;
+}
+
+/* The cached CRL for url (memory, then disk), with a reference, or NULL. */
+static X509_CRL *crl_cached(kyso_revoker *r, const char *url)
+{
+    X509_CRL *crl = NULL;
+    char *path;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->ncrls && crl == NULL; i++)
+        if (strcmp(r->crls[i].url, url) == 0 && r->crls[i].crl) {
+            crl = r->crls[i].crl;
+            X509_CRL_up_ref(crl);
+        }
+    pthread_mutex_unlock(&r->lock);
+    if (crl || (path = crl_cache_path(r, url)) == NULL)
+        return crl;
+    {
+        BIO *b = BIO_new_file(path, "rb");
+
+        if (b) {
+            crl = crl_from_bio(b);
+            BIO_free(b);
+        }
+    }
+    free(path);
+    if (crl)
+        crl_store(r, url, crl);
+    return crl;
+}
+
+/* Whether crl is the issuer's, correctly signed and current. */
+static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
+{
+    time_t next = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
+    EVP_PKEY *pk = X509_get0_pubkey(issuer);
+
+    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) != 0)
+        return 0;
+    if (pk == NULL || X509_CRL_verify(crl, pk) <= 0) {
+        ERR_clear_error();
+        return 0;
+    }
+    return next != 0 && next + CLOCK_SKEW > now;
+}
+
+static int crl_due(const X509_CRL *crl, time_t now)
+{
+    time_t last = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
+    time_t next = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
+
+    return next == 0 || now >= next - (time_t)((double)(next - last) * REFRESH_MARGIN);
+}
+
+static int check_crl(kyso_revoker *r, X509 *cert, X509 *issuer, long long deadline,
+                     kyso_rev_info *info, time_t *expires)
+{
+    STACK_OF(DIST_POINT) *dps = NULL;
+    const char *url = crl_url_of(cert, &dps);
+    X509_CRL *crl = NULL;
+    X509_REVOKED *rev = NULL;
+    time_t now = time(NULL);
+    int ok = 0;
+
+    if (url == NULL)
+        goto out;
+    crl = crl_cached(r, url);
+    if (crl == NULL || !crl_usable(crl, issuer, now)) {
+        X509_CRL *fresh = crl_fetch(r, url, deadline);
+
+        if (fresh && crl_usable(fresh, issuer, now)) {
+            X509_CRL_free(crl);
+            crl = fresh;
+            crl_store(r, url, crl);
+        } else {
+            if (fresh)
+                kyso_log(KYSO_LOG_WARNING, NULL, "crl",
+                         "url=%s error=\"CRL not signed by the issuer, or stale\"", url);
+            X509_CRL_free(fresh);
+            goto out; /* a stale CRL says nothing: unknown */
+        }
+    }
+    info->source = "crl";
+    info->this_update = asn1_to_time(X509_CRL_get0_lastUpdate(crl));
+    info->checked_at = now;
+    if (X509_CRL_get0_by_cert(crl, &rev, cert) == 1) {
+        ASN1_ENUMERATED *rsn = X509_REVOKED_get_ext_d2i(rev, NID_crl_reason, NULL, NULL);
+
+        info->status = KYSO_REV_REVOKED;
+        info->revoked_at = asn1_to_time(X509_REVOKED_get0_revocationDate(rev));
+        info->reason = rsn ? (int)ASN1_ENUMERATED_get(rsn) : -1;
+        ASN1_ENUMERATED_free(rsn);
+    } else {
+        info->status = KYSO_REV_GOOD;
+    }
+    *expires = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
+    ok = 1;
+out:
+    ERR_clear_error();
+    X509_CRL_free(crl);
+    CRL_DIST_POINTS_free(dps);
+    return ok;
+}
+
+kyso_revocation kyso_revoker_check(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *store,
+                                   STACK_OF(X509) * untrusted, long long deadline,
+                                   kyso_rev_info *info)
+{
+    unsigned char key[32];
+    int have_key = cert_key(cert, issuer, key);
+    time_t expires = 0;
+    int done = 0;
+
+    memset(info, 0, sizeof(*info));
+    info->status = KYSO_REV_UNKNOWN;
+    info->source = "none";
+    info->reason = -1;
+    if (have_key && cache_get(r, key, info))
+        return info->status;
+    for (int step = 0; step < 2 && !done; step++) {
+        int ocsp = (r->o.order == KYSO_REV_ORDER_OCSP_CRL && step == 0) ||
+                   (r->o.order == KYSO_REV_ORDER_CRL_OCSP && step == 1) ||
+                   (r->o.order == KYSO_REV_ORDER_OCSP && step == 0);
+        int crl = (r->o.order == KYSO_REV_ORDER_OCSP_CRL && step == 1) ||
+                  (r->o.order == KYSO_REV_ORDER_CRL_OCSP && step == 0) ||
+                  (r->o.order == KYSO_REV_ORDER_CRL && step == 0);
+
+        if (ocsp)
+            done = check_ocsp(r, cert, issuer, store, untrusted, deadline, info, &expires) &&
+                   info->status != KYSO_REV_UNKNOWN;
+        else if (crl)
+            done = check_crl(r, cert, issuer, deadline, info, &expires);
+    }
+    if (done && have_key) {
+        cache_put(r, key, info, expires);
+        disk_put(r, key, info, expires);
+    }
+    if (!done) {
+        info->status = KYSO_REV_UNKNOWN;
+        info->checked_at = time(NULL);
+    }
+    return info->status;
+}
+
+int kyso_revoker_refresh(kyso_revoker *r, int force)
+{
+    time_t now = time(NULL);
+    int refreshed = 0;
+    char **urls = NULL;
+    size_t n = 0;
+
+    /* Copy the URLs: fetching happens without the lock. */
+    pthread_mutex_lock(&r->lock);
+    if ((urls = calloc(r->ncrls + 1, sizeof(*urls))) != NULL)
+        for (size_t i = 0; i < r->ncrls; i++)
+            if (force || r->crls[i].crl == NULL || crl_due(r->crls[i].crl, now))
+                urls[n++] = strdup(r->crls[i].url);
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < n; i++) {
+        X509_CRL *crl = urls[i] ? crl_fetch(r, urls[i], now_ms() + r->o.timeout_ms) : NULL;
+
+        /* Only the issuer can vouch for a CRL; that is checked at use. */
+        if (crl) {
+            crl_store(r, urls[i], crl);
+            X509_CRL_free(crl);
+            refreshed++;
+        }
+        free(urls[i]);
+    }
+    free(urls);
+    return refreshed;
+}
+
+kyso_status kyso_revoker_status(kyso_buf *out, kyso_revoker *r)
+{
+    kyso_status st = KYSO_OK;
+    char nu[32], fe[32];
+
+    pthread_mutex_lock(&r->lock);
+    st = kyso_buf_printf(out,
+                         "ocsp_requests=%lu crl_fetches=%lu cache_hits=%lu status_entries=%zu\n",
+                         r->ocsp_requests, r->crl_fetches, r->cache_hits, r->nentries);
+    for (size_t i = 0; st == KYSO_OK && i < r->ncrls; i++) {
+        struct tm tm;
+
+        gmtime_r(&r->crls[i].next_update, &tm);
+        strftime(nu, sizeof(nu), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        gmtime_r(&r->crls[i].fetched, &tm);
+        strftime(fe, sizeof(fe), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        st = kyso_buf_printf(
+            out, "crl url=%s entries=%d next_update=%s loaded=%s%s\n", r->crls[i].url,
+            r->crls[i].crl ? sk_X509_REVOKED_num(X509_CRL_get_REVOKED(r->crls[i].crl)) : 0, nu, fe,
+            r->crls[i].next_update < time(NULL) ? " stale=yes" : "");
+    }
+    pthread_mutex_unlock(&r->lock);
+    return st;
+}
+
+kyso_status kyso_revoker_scan_cache(kyso_revoker *r)
+{
+    DIR *d;
+    struct dirent *de;
+
+    if (r->o.cache_dir == NULL || (d = opendir(r->o.cache_dir)) == NULL)
+        return KYSO_ERR_IO;
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char path[4200], url[2048];
+        FILE *f;
+
+        if (n < 5 || strcmp(de->d_name + n - 4, ".url") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", r->o.cache_dir, de->d_name);
+        if ((f = fopen(path, "r")) == NULL)
+            continue;
+        if (fgets(url, sizeof(url), f) != NULL) {
+            url[strcspn(url, "\r\n")] = '\0';
+            X509_CRL_free(crl_cached(r, url));
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return KYSO_OK;
+}
