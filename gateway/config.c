@@ -44,6 +44,15 @@ static const choice if_signed_choices[] = {{"cosign", KYSO_IF_SIGNED_COSIGN},
                                            {"skip", KYSO_IF_SIGNED_SKIP},
                                            {"wrap", KYSO_IF_SIGNED_WRAP},
                                            {NULL, 0}};
+static const choice rev_modes[] = {{"soft-fail", KYSO_REV_MODE_SOFT},
+                                   {"hard-fail", KYSO_REV_MODE_HARD},
+                                   {"off", KYSO_REV_MODE_OFF},
+                                   {NULL, 0}};
+static const choice rev_orders[] = {{"ocsp,crl", KYSO_REV_ORDER_OCSP_CRL},
+                                    {"crl,ocsp", KYSO_REV_ORDER_CRL_OCSP},
+                                    {"ocsp", KYSO_REV_ORDER_OCSP},
+                                    {"crl", KYSO_REV_ORDER_CRL},
+                                    {NULL, 0}};
 static const choice log_levels[] = {{"err", KYSO_LOG_ERR},
                                     {"warning", KYSO_LOG_WARNING},
                                     {"info", KYSO_LOG_INFO},
@@ -85,6 +94,15 @@ static const field inbound_fields[] = {
     {"max_message_size", F_INT, I(max_message_size), 0, "67108864", 1024, KYSO_DEFAULT_MAX_MESSAGE,
      NULL},
     {"on_oversize", F_CHOICE, I(on_oversize), 0, "accept", 0, 0, actions_outbound},
+    {"revocation", F_CHOICE, I(revocation), 0, "soft-fail", 0, 0, rev_modes},
+    {"revocation_order", F_CHOICE, I(revocation_order), 0, "ocsp,crl", 0, 0, rev_orders},
+    {"revocation_timeout_ms", F_INT, I(revocation_timeout_ms), 0, "3000", 100, 60000, NULL},
+    {"ocsp_responder", F_STR, I(ocsp_responder), 0, "", 0, 0, NULL},
+    {"http_proxy", F_STR, I(http_proxy), 0, "", 0, 0, NULL},
+    {"revocation_cache_dir", F_STR, I(revocation_cache_dir), 0, "/var/cache/kyso", 0, 0, NULL},
+    {"revocation_cache_entries", F_INT, I(revocation_cache_entries), 0, "10000", 16, 10000000,
+     NULL},
+    {"on_temperror", F_CHOICE, I(on_temperror), 0, "tag", 0, 0, actions_all},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL}};
 
 #define T(r) (offsetof(kyso_config, inbound.subject_tag) + (r) * sizeof(char *))
@@ -517,6 +535,9 @@ void kyso_config_free(kyso_config *c)
     free(c->inbound.untrusted);
     free_list(c->inbound.crls, c->inbound.ncrls);
     free(c->inbound.authserv_id);
+    free(c->inbound.ocsp_responder);
+    free(c->inbound.http_proxy);
+    free(c->inbound.revocation_cache_dir);
     for (size_t i = 0; i <= KYSO_RESULT_PERMERROR; i++)
         free(c->inbound.subject_tag[i]);
     free_list(c->inbound.must_sign_domains, c->inbound.nmust_sign_domains);

@@ -78,6 +78,10 @@ kyso_revocation kyso_revoker_check(kyso_revoker *r, X509 *cert, X509 *issuer, X5
                                    STACK_OF(X509) * untrusted, long long deadline,
                                    kyso_rev_info *info);
 
+/* ---- sign.c ------------------------------------------------------------- */
+
+STACK_OF(X509) * kyso_signer_chain(const kyso_signer *s);
+
 /* ---- trust.c ------------------------------------------------------------------ */
 
 X509_STORE *kyso_trust_store(const kyso_trust *t);

@@ -279,6 +279,13 @@ kyso_status kyso_verify_message(kyso_verdict **out, const kyso_trust *t, const c
                                 size_t len);
 void kyso_verdict_free(kyso_verdict *v);
 
+/* Checks our own signing certificate as a recipient would: path to the
+ * anchors of t, validity, and revocation (online when t has a revoker).
+ * *days_left gets the days until notAfter (negative once expired). */
+kyso_status kyso_signer_check(kyso_signer_report *out, int *days_left, const kyso_trust *t,
+                              const kyso_signer *s);
+void kyso_signer_report_clear(kyso_signer_report *r);
+
 /* Value of an Authentication-Results header (without the name), ASCII only. */
 kyso_status kyso_verdict_auth_results(kyso_buf *out, const kyso_verdict *v,
                                       const char *authserv_id);

@@ -20,6 +20,8 @@ typedef enum {
 
 const char *kyso_action_str(kyso_action a);
 
+typedef enum { KYSO_REV_MODE_SOFT = 0, KYSO_REV_MODE_HARD, KYSO_REV_MODE_OFF } kyso_rev_mode;
+
 typedef struct {
     char *name;
     char *module;
@@ -75,7 +77,15 @@ typedef struct {
         int on_unsigned; /* kyso_action */
         int on_invalid;  /* kyso_action */
         long long max_message_size;
-        int on_oversize; /* kyso_action */
+        int on_oversize;      /* kyso_action */
+        int revocation;       /* kyso_rev_mode */
+        int revocation_order; /* kyso_rev_order */
+        int revocation_timeout_ms;
+        char *ocsp_responder;
+        char *http_proxy;
+        char *revocation_cache_dir;
+        int revocation_cache_entries;
+        int on_temperror; /* kyso_action */
     } inbound;
 } kyso_config;
 

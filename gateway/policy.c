@@ -148,6 +148,9 @@ int kyso_policy_recipient_wanted(const kyso_config *c, const char *addr)
 
 kyso_action kyso_policy_inbound_action(const kyso_config *c, const kyso_verdict *v)
 {
+    /* A check that could not be made now is not the sender's fault. */
+    if (v->result == KYSO_RESULT_TEMPERROR)
+        return (kyso_action)c->inbound.on_temperror;
     if (v->result == KYSO_RESULT_PASS || !kyso_policy_domain_must_sign(c, v->from))
         return KYSO_ACT_TAG;
     return v->result == KYSO_RESULT_NONE ? (kyso_action)c->inbound.on_unsigned

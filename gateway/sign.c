@@ -93,6 +93,11 @@ const X509 *kyso_signer_cert(const kyso_signer *s)
     return s->cert;
 }
 
+STACK_OF(X509) * kyso_signer_chain(const kyso_signer *s)
+{
+    return s->chain;
+}
+
 static const char *micalg_name(const EVP_MD *md)
 {
     switch (EVP_MD_get_type(md)) {
@@ -440,6 +445,14 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
     memset(&ct, 0, sizeof(ct));
     if (len > KYSO_DEFAULT_MAX_MESSAGE) {
         st = KYSO_ERR_TOO_BIG;
+        goto out;
+    }
+    /* A signature no recipient could accept is refused, not sent. */
+    if (X509_cmp_current_time(X509_get0_notAfter(s->cert)) <= 0 ||
+        X509_cmp_current_time(X509_get0_notBefore(s->cert)) >= 0) {
+        kyso_log(KYSO_LOG_ERR, NULL, "sign",
+                 "error=\"signing certificate is expired or not yet valid\"");
+        st = KYSO_ERR_POLICY;
         goto out;
     }
     /* Not canonicalised yet: a binary part must keep its bytes, so line

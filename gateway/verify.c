@@ -30,21 +30,24 @@ static kyso_status set_reason(kyso_verdict *v, kyso_result r, const char *reason
     return v->reason ? KYSO_OK : KYSO_ERR_NOMEM;
 }
 
+void kyso_signer_report_clear(kyso_signer_report *s)
+{
+    free(s->subject);
+    free(s->common_name);
+    free(s->organization);
+    free(s->email);
+    free(s->issuer);
+    free(s->serial);
+    free(s->chain_error);
+    memset(s, 0, sizeof(*s));
+}
+
 void kyso_verdict_free(kyso_verdict *v)
 {
     if (v == NULL)
         return;
-    for (size_t i = 0; i < v->nsigners; i++) {
-        kyso_signer_report *s = &v->signers[i];
-
-        free(s->subject);
-        free(s->common_name);
-        free(s->organization);
-        free(s->email);
-        free(s->issuer);
-        free(s->serial);
-        free(s->chain_error);
-    }
+    for (size_t i = 0; i < v->nsigners; i++)
+        kyso_signer_report_clear(&v->signers[i]);
     free(v->signers);
     free(v->reason);
     free(v->from);
@@ -238,6 +241,28 @@ out:
     sk_X509_free(pool);
     sk_X509_pop_free(certs, X509_free);
     ERR_clear_error();
+    return st;
+}
+
+kyso_status kyso_signer_check(kyso_signer_report *out, int *days_left, const kyso_trust *t,
+                              const kyso_signer *s)
+{
+    X509 *cert = (X509 *)kyso_signer_cert(s);
+    STACK_OF(X509) *pool = sk_X509_dup(kyso_signer_chain(s));
+    kyso_revoker *r = kyso_trust_revoker(t);
+    int days = 0, secs = 0;
+    kyso_status st;
+
+    memset(out, 0, sizeof(*out));
+    if (pool == NULL)
+        return KYSO_ERR_NOMEM;
+    for (int i = 0; i < sk_X509_num(kyso_trust_untrusted(t)); i++)
+        sk_X509_push(pool, sk_X509_value(kyso_trust_untrusted(t), i));
+    if ((st = describe_signer(out, cert, NULL)) == KYSO_OK)
+        st = check_chain(out, t, cert, pool, r ? kyso_revoker_deadline(r) : 0);
+    if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(cert)))
+        *days_left = days;
+    sk_X509_free(pool);
     return st;
 }
 

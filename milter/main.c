@@ -64,6 +64,22 @@ static int check_only(void)
     return 0;
 }
 
+/* Every minute: refresh CRLs before they go stale, re-check our own
+ * certificates (revoked, expired, expiring). */
+static void *maintenance_thread(void *arg)
+{
+    for (;;) {
+        snapshot *s;
+
+        sleep(60);
+        if ((s = snapshot_acquire()) == NULL)
+            continue;
+        snapshot_maintain(s);
+        snapshot_release(s);
+    }
+    return NULL;
+}
+
 static void *reload_thread(void *arg)
 {
     sigset_t set;
@@ -178,6 +194,8 @@ static int worker(int foreground)
     if (!rc)
         return 1;
     pthread_create(&tid, NULL, reload_thread, NULL);
+    pthread_detach(tid);
+    pthread_create(&tid, NULL, maintenance_thread, NULL);
     pthread_detach(tid);
     kyso_log(KYSO_LOG_INFO, NULL, "started", "config=%s pid=%ld", config_path, (long)getpid());
     rc = smfi_main() == MI_SUCCESS ? 0 : 1;

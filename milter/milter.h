@@ -20,7 +20,8 @@ typedef struct {
     int refs;
     kyso_config *conf;
     kyso_trust *trust;
-    signer_slot **slots; /* one per conf->identities[i] */
+    kyso_revoker *revoker; /* NULL when inbound.revocation is "off" */
+    signer_slot **slots;   /* one per conf->identities[i] */
 } snapshot;
 
 /* Builds a snapshot from a config file; err gets one line on failure.
@@ -37,9 +38,13 @@ void snapshot_install(snapshot *s);
  * key store fails (libp11 cannot recover a lost session otherwise). */
 kyso_status snapshot_sign(const snapshot *s, size_t identity, kyso_buf *out,
                           kyso_sign_outcome *what, const char *msg, size_t len);
-/* Checks every identity: token login, key, certificate; logs problems.
- * Returns the number of identities that failed. */
+/* Checks every identity: token login, key, certificate, and the
+ * certificate's own standing (revoked, expired, expiring within 30 days);
+ * logs problems and marks revoked or expired identities so they refuse to
+ * sign. Returns the number of identities that cannot sign. */
 int snapshot_check_identities(const snapshot *s, int verbose);
+/* Refreshes CRLs near nextUpdate and re-checks identities; for a timer. */
+void snapshot_maintain(const snapshot *s);
 
 /* kyso-milter.c */
 int kyso_milter_run(const char *config_path, int foreground);

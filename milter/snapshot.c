@@ -22,6 +22,7 @@ struct signer_slot {
     pthread_mutex_t lock;
     kyso_keystore *ks;
     kyso_signer *signer; /* NULL until the key could be used */
+    int unusable;        /* own certificate revoked or expired: refuse to sign */
     char *name;          /* identity name when the slot was made, for logs */
     char *cert, *chain;
 };
@@ -142,6 +143,11 @@ kyso_status snapshot_sign(const snapshot *snap, size_t identity, kyso_buf *out,
 
     if (sg == NULL)
         return KYSO_ERR_KEY;
+    if (s->unusable) {
+        kyso_log(KYSO_LOG_ERR, NULL, "sign-refused",
+                 "identity=%s reason=\"own certificate revoked or expired\"", s->name);
+        return KYSO_ERR_POLICY;
+    }
     st = kyso_sign_message(out, what, sg, msg, len, mode);
     if (st == KYSO_ERR_KEY) {
         kyso_log(KYSO_LOG_WARNING, NULL, "token-reload", "identity=%s reason=\"signing failed\"",
@@ -150,6 +156,40 @@ kyso_status snapshot_sign(const snapshot *snap, size_t identity, kyso_buf *out,
             st = kyso_sign_message(out, what, sg, msg, len, mode);
     }
     return st;
+}
+
+/* Our own certificate as recipients will judge it. */
+static int check_own_certificate(const snapshot *snap, signer_slot *slot, kyso_signer *sg,
+                                 const char *name)
+{
+    kyso_signer_report rep;
+    int days = 0, unusable = 0;
+
+    if (kyso_signer_check(&rep, &days, snap->trust, sg) != KYSO_OK)
+        return 0;
+    if (rep.revocation == KYSO_REV_REVOKED) {
+        kyso_log(KYSO_LOG_ERR, NULL, "own-certificate-revoked",
+                 "identity=%s serial=%s source=%s action=\"refusing to sign\"", name, rep.serial,
+                 rep.revocation_info.source);
+        unusable = 1;
+    } else if (days < 0) {
+        kyso_log(KYSO_LOG_ERR, NULL, "own-certificate-expired",
+                 "identity=%s serial=%s action=\"refusing to sign\"", name, rep.serial);
+        unusable = 1;
+    } else if (days < 30) {
+        kyso_log(KYSO_LOG_WARNING, NULL, "own-certificate-expiring",
+                 "identity=%s serial=%s days=%d", name, rep.serial, days);
+    }
+    if (!rep.chain_ok && rep.revocation != KYSO_REV_REVOKED)
+        kyso_log(KYSO_LOG_WARNING, NULL, "own-certificate-untrusted",
+                 "identity=%s error=\"%s\" note=\"recipients using the same roots will not "
+                 "trust this signature\"",
+                 name, rep.chain_error ? rep.chain_error : "?");
+    pthread_mutex_lock(&slot->lock);
+    slot->unusable = unusable;
+    pthread_mutex_unlock(&slot->lock);
+    kyso_signer_report_clear(&rep);
+    return unusable;
 }
 
 int snapshot_check_identities(const snapshot *snap, int verbose)
@@ -165,11 +205,24 @@ int snapshot_check_identities(const snapshot *snap, int verbose)
                      "identity=%s line=%d key=\"%s\" error=\"cannot open key or certificate\"",
                      id->name, id->line, id->key);
             bad++;
+        } else if (check_own_certificate(snap, snap->slots[i], sg, id->name)) {
+            bad++;
         } else if (verbose) {
             kyso_log(KYSO_LOG_INFO, NULL, "identity-ok", "identity=%s", id->name);
         }
     }
     return bad;
+}
+
+void snapshot_maintain(const snapshot *snap)
+{
+    if (snap->revoker) {
+        int n = kyso_revoker_refresh(snap->revoker, 0);
+
+        if (n > 0)
+            kyso_log(KYSO_LOG_INFO, NULL, "crl-refreshed", "count=%d", n);
+    }
+    snapshot_check_identities(snap, 0);
 }
 
 static void snapshot_free(snapshot *s)
@@ -180,6 +233,7 @@ static void snapshot_free(snapshot *s)
         slot_put(s->slots[i]);
     free(s->slots);
     kyso_trust_free(s->trust);
+    kyso_revoker_free(s->revoker);
     kyso_config_free(s->conf);
     free(s);
 }
@@ -208,6 +262,23 @@ static kyso_status load_trust(snapshot *s, char *err, size_t errlen)
             snprintf(err, errlen, "%s: inbound.crls: cannot load %s", c->path, c->inbound.crls[i]);
             return st;
         }
+    }
+    if (c->inbound.revocation != KYSO_REV_MODE_OFF) {
+        kyso_revoker_opts o = {
+            .cache_dir = c->inbound.revocation_cache_dir,
+            .ocsp_url = c->inbound.ocsp_responder,
+            .proxy = c->inbound.http_proxy,
+            .order = (kyso_rev_order)c->inbound.revocation_order,
+            .timeout_ms = c->inbound.revocation_timeout_ms,
+            .max_entries = (size_t)c->inbound.revocation_cache_entries,
+            .hard_fail = c->inbound.revocation == KYSO_REV_MODE_HARD,
+        };
+
+        if ((st = kyso_revoker_new(&s->revoker, &o)) != KYSO_OK)
+            return st;
+        /* CRLs fetched before a restart are still good until nextUpdate. */
+        kyso_revoker_scan_cache(s->revoker);
+        kyso_trust_set_revoker(s->trust, s->revoker);
     }
     return KYSO_OK;
 }
