@@ -386,21 +386,44 @@ out:
     return rc;
 }
 
+/* Removes forged tags from the Subject and, for a verdict, adds ours. */
+static void rewrite_subject(SMFICTX *ctx, conn_ctx *c, const kyso_verdict *v)
+{
+    const kyso_config *conf = c->snap->conf;
+    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
+    kyso_field subj;
+    char *subject = NULL, *untagged, *tagged = NULL;
+
+    if (kyso_entity_find(&e, "Subject", &subj) > 0)
+        subject = field_value(&subj);
+    untagged = subject ? kyso_policy_subject_untag(conf, subject) : NULL;
+    if (v)
+        tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
+    if (tagged || untagged) {
+        const char *nv = tagged ? tagged : untagged;
+
+        if (subject)
+            smfi_chgheader(ctx, "Subject", 1, (char *)nv);
+        else
+            smfi_addheader(ctx, "Subject", (char *)nv);
+    }
+    free(subject);
+    free(untagged);
+    free(tagged);
+}
+
 static sfsistat inbound(SMFICTX *ctx, conn_ctx *c)
 {
     const kyso_config *conf = c->snap->conf;
     const char *qid = c->qid[0] ? c->qid : NULL;
     kyso_verdict *v = NULL;
     kyso_buf ar = KYSO_BUF_INIT, summary = KYSO_BUF_INIT;
-    char *msg = NULL, *subject = NULL, *untagged = NULL, *tagged = NULL, *signer = NULL;
+    char *msg = NULL, *signer = NULL;
     size_t len = 0;
-    kyso_field subj;
-    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
     kyso_action a;
     char why[600];
     sfsistat rc = SMFIS_CONTINUE;
 
-    each_field_reverse(ctx, c, delete_forged);
     if (c->oversize) {
         kyso_log(KYSO_LOG_WARNING, qid, "not-verified", "reason=\"message too large\" size=%zu",
                  c->body_seen);
@@ -424,19 +447,7 @@ static sfsistat inbound(SMFICTX *ctx, conn_ctx *c)
     }
     smfi_insheader(ctx, 0, "Authentication-Results", ar.data);
 
-    /* The subject as it will read after forged tags are gone, then ours. */
-    if (kyso_entity_find(&e, "Subject", &subj) > 0)
-        subject = field_value(&subj);
-    untagged = subject ? kyso_policy_subject_untag(conf, subject) : NULL;
-    tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
-    if (tagged || untagged) {
-        const char *nv = tagged ? tagged : untagged;
-
-        if (subject)
-            smfi_chgheader(ctx, "Subject", 1, (char *)nv);
-        else
-            smfi_addheader(ctx, "Subject", (char *)nv);
-    }
+    rewrite_subject(ctx, c, v);
     if (conf->inbound.signer_header && v->result == KYSO_RESULT_PASS &&
         (signer = kyso_policy_signer_header(v)) != NULL)
         smfi_addheader(ctx, "X-Kyso-Signer", signer);
@@ -454,9 +465,6 @@ out:
     kyso_buf_free(&ar);
     kyso_buf_free(&summary);
     free(msg);
-    free(subject);
-    free(untagged);
-    free(tagged);
     free(signer);
     return rc;
 }
@@ -469,7 +477,15 @@ static sfsistat on_eom(SMFICTX *ctx)
     if (c == NULL)
         return SMFIS_TEMPFAIL;
     qid_of(ctx, c);
-    rc = is_outbound(c) ? outbound(ctx, c) : inbound(ctx, c);
+    /* Only this gateway writes its badge, whichever way the mail goes:
+     * an official's mail to a colleague must not carry a forged one either. */
+    each_field_reverse(ctx, c, delete_forged);
+    if (is_outbound(c)) {
+        rewrite_subject(ctx, c, NULL);
+        rc = outbound(ctx, c);
+    } else {
+        rc = inbound(ctx, c);
+    }
     /* Whatever OpenSSL left on this thread's queue belongs to this message. */
     ERR_clear_error();
     msg_reset(c);

@@ -1129,6 +1129,67 @@ def run_cases(t):
         return "%d %s" % (code, text.replace("\n", " "))
     check("3c on_invalid=reject: revoked signer rejected 5.7.x", case3c)
 
+    # 4c. an authenticated official forging the badge towards a colleague
+    def case4c():
+        msgid = new_msgid("authforged")
+        msg = make_message(msgid, "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
+                           TAG_PASS + " Thông báo nội bộ", to="vanthu@backan.gov.vn",
+                           extra_headers=["X-Kyso-Signer: Fake", forged_ar],
+                           attach=False)
+        code, text = t.submit(msg, "vanphong@backan.gov.vn",
+                              ["vanthu@backan.gov.vn"], auth=True)
+        if code != 250:
+            raise Fail("submission refused: %d %s" % (code, text))
+        raw = t.must_deliver(msgid, "outgoing mail with forged badge")
+        if our_ar(raw):
+            raise Fail("forged Authentication-Results kept: %r" % our_ar(raw))
+        if fields_named(raw, "X-Kyso-Signer"):
+            raise Fail("X-Kyso-Signer kept")
+        subj = decoded(one_field(raw, "Subject"))
+        if TAG_PASS in subj:
+            raise Fail("forged tag kept in Subject %r" % subj)
+        if not is_multipart_signed(raw):
+            raise Fail("not signed")
+        return "signed; no A-R, no X-Kyso-Signer; Subject %r" % subj
+    check("4c authenticated sender cannot forge the badge for a colleague", case4c)
+
+    # 8. SIGHUP reloads the config; a broken config is refused, the old stays
+    def case8():
+        conf = t.write_config("reload.conf", on_invalid="tag")
+        t.start_milter(conf)
+        msgid, msg = signed_inbound("reload1", "revoked.key", "revoked.pem",
+                                    "revoked@backan.gov.vn", "Trước khi nạp lại")
+        code, text = send_inbound(msg, "revoked@backan.gov.vn")
+        if code != 250:
+            raise Fail("before reload: expected 250, got %d %s" % (code, text))
+        t.write_config("reload.conf", on_invalid="reject")
+        t.milter.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and "reloaded" not in open(t.milter_log, errors="replace").read().split("=== e2e: start")[-1]:
+            time.sleep(0.1)
+        msgid, msg = signed_inbound("reload2", "revoked.key", "revoked.pem",
+                                    "revoked@backan.gov.vn", "Sau khi nạp lại")
+        code, text = send_inbound(msg, "revoked@backan.gov.vn")
+        if code not in (550, 554):
+            raise Fail("after SIGHUP with on_invalid=reject: got %d %s" % (code, text))
+        with open(conf, "w") as f:
+            f.write("inbound: { bogus = 1; };\n")
+        t.milter.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and "reload-refused" not in open(t.milter_log, errors="replace").read():
+            time.sleep(0.1)
+        if "reload-refused" not in open(t.milter_log, errors="replace").read():
+            raise Fail("no reload-refused line after a broken config")
+        msgid, msg = signed_inbound("reload3", "revoked.key", "revoked.pem",
+                                    "revoked@backan.gov.vn", "Cấu hình hỏng")
+        code, text = send_inbound(msg, "revoked@backan.gov.vn")
+        if code not in (550, 554):
+            raise Fail("broken config replaced the good one: got %d %s" % (code, text))
+        if t.milter.poll() is not None:
+            raise Fail("milter exited after SIGHUP")
+        return "tag -> reject after SIGHUP; broken config refused, reject kept"
+    check("8 SIGHUP reloads the config, refuses a broken one", case8)
+
     # 5. token unavailable
     state = {}
 
