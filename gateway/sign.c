@@ -326,39 +326,14 @@ static int cms_has_cert(CMS_ContentInfo *cms, X509 *x)
     return found;
 }
 
-/* Adds our SignerInfo to the detached SignedData in a multipart/signed message. */
-static kyso_status cosign(kyso_buf *out, const kyso_signer *s, const kyso_entity *msg,
-                          const kyso_ctype *ct)
+/* Adds our SignerInfo to cms, whose existing signers cover content. */
+static kyso_status add_cosigner(CMS_ContentInfo *cms, const kyso_signer *s, const char *content,
+                                size_t len)
 {
-    kyso_span parts[3];
-    size_t nparts = 0;
-    int closed = 0;
-    kyso_entity sigpart;
-    kyso_buf der = KYSO_BUF_INIT, newder = KYSO_BUF_INIT;
-    const unsigned char *p;
-    CMS_ContentInfo *cms = NULL;
-    STACK_OF(CMS_SignerInfo) * sis;
+    STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
     const EVP_MD *md = NULL;
-    EVP_PKEY *key = NULL;
-    kyso_status st = KYSO_ERR_PARSE;
+    EVP_PKEY *key;
 
-    if (kyso_multipart_split(msg->body, msg->body_len, ct->boundary, parts, 3, &nparts, &closed) !=
-            KYSO_OK ||
-        nparts != 2) {
-        kyso_log(KYSO_LOG_ERR, NULL, "cosign", "error=\"multipart/signed must have two parts\"");
-        return KYSO_ERR_PARSE;
-    }
-    kyso_entity_split(&sigpart, parts[1].p, parts[1].len);
-    if (kyso_base64_decode(&der, sigpart.body, sigpart.body_len) != KYSO_OK)
-        goto out;
-    p = (const unsigned char *)der.data;
-    if ((cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len)) == NULL ||
-        OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed || *CMS_get0_content(cms) != NULL) {
-        kyso_log(KYSO_LOG_ERR, NULL, "cosign",
-                 "error=\"existing signature is not a detached SignedData\"");
-        goto out;
-    }
-    sis = CMS_get0_SignerInfos(cms);
     /* Use the digest of an existing signer whose signature covers exactly
      * this content; that digest is what our SignerInfo will sign too. */
     for (int i = 0; sis && i < sk_CMS_SignerInfo_num(sis) && md == NULL; i++) {
@@ -368,49 +343,115 @@ static kyso_status cosign(kyso_buf *out, const kyso_signer *s, const kyso_entity
 
         CMS_SignerInfo_get0_algs(si, NULL, NULL, &dig, NULL);
         cand = EVP_get_digestbyobj(dig->algorithm);
-        if (cand && micalg_name(cand) && signer_digest_matches(si, cand, parts[0].p, parts[0].len))
+        if (cand && micalg_name(cand) && signer_digest_matches(si, cand, content, len))
             md = cand;
     }
     if (md == NULL) {
         kyso_log(KYSO_LOG_ERR, NULL, "cosign",
                  "error=\"no existing signature with a SHA-2 digest matches the signed content; "
                  "refusing to co-sign\"");
-        st = KYSO_ERR_POLICY;
-        goto out;
+        return KYSO_ERR_POLICY;
     }
-    if ((key = kyso_keystore_acquire(s->ks)) == NULL) {
-        st = KYSO_ERR_KEY;
-        goto out;
-    }
+    if ((key = kyso_keystore_acquire(s->ks)) == NULL)
+        return KYSO_ERR_KEY;
     /* CMS_REUSE_DIGEST copies the messageDigest we have just checked. */
     if (CMS_add1_signer(cms, s->cert, key, md,
                         CMS_BINARY | CMS_CADES | CMS_REUSE_DIGEST |
                             (cms_has_cert(cms, s->cert) ? CMS_NOCERTS : 0)) == NULL) {
         kyso_keystore_release(s->ks);
         kyso_log_openssl(KYSO_LOG_ERR, NULL, "cosign");
-        st = KYSO_ERR_KEY;
-        goto out;
+        return KYSO_ERR_KEY;
     }
     kyso_keystore_release(s->ks);
     for (int i = 0; i < sk_X509_num(s->chain); i++) {
         X509 *x = sk_X509_value(s->chain, i);
 
-        if (!cms_has_cert(cms, x) && !CMS_add1_cert(cms, x)) {
-            st = KYSO_ERR_CRYPTO;
+        if (!cms_has_cert(cms, x) && !CMS_add1_cert(cms, x))
+            return KYSO_ERR_CRYPTO;
+    }
+    return KYSO_OK;
+}
+
+static CMS_ContentInfo *signed_data_of(const char *b64, size_t len, int want_content)
+{
+    kyso_buf der = KYSO_BUF_INIT;
+    CMS_ContentInfo *cms = NULL;
+    const unsigned char *p;
+
+    if (kyso_base64_decode(&der, b64, len) == KYSO_OK) {
+        p = (const unsigned char *)der.data;
+        cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
+    }
+    kyso_buf_free(&der);
+    if (cms && (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed ||
+                (*CMS_get0_content(cms) != NULL) != want_content)) {
+        CMS_ContentInfo_free(cms);
+        cms = NULL;
+    }
+    ERR_clear_error();
+    return cms;
+}
+
+/* Adds our SignerInfo to the SignedData of a multipart/signed message (the
+ * signed part stays byte for byte, only the signature part changes) or of an
+ * opaque application/pkcs7-mime one (the body is re-encoded). */
+static kyso_status cosign(kyso_buf *out, const kyso_signer *s, const kyso_entity *msg,
+                          const kyso_ctype *ct)
+{
+    int opaque = strcmp(ct->type, "multipart") != 0;
+    kyso_span parts[3];
+    size_t nparts = 0;
+    int closed = 0;
+    kyso_entity sigpart;
+    kyso_buf newder = KYSO_BUF_INIT;
+    CMS_ContentInfo *cms = NULL;
+    const char *content;
+    size_t content_len;
+    kyso_status st = KYSO_ERR_PARSE;
+
+    if (opaque) {
+        cms = signed_data_of(msg->body, msg->body_len, 1);
+        if (cms == NULL) {
+            kyso_log(KYSO_LOG_ERR, NULL, "cosign",
+                     "error=\"body is not a base64 SignedData with content\"");
             goto out;
         }
+        content = (const char *)(*CMS_get0_content(cms))->data;
+        content_len = (size_t)(*CMS_get0_content(cms))->length;
+    } else {
+        if (kyso_multipart_split(msg->body, msg->body_len, ct->boundary, parts, 3, &nparts,
+                                 &closed) != KYSO_OK ||
+            nparts != 2) {
+            kyso_log(KYSO_LOG_ERR, NULL, "cosign",
+                     "error=\"multipart/signed must have two parts\"");
+            goto out;
+        }
+        kyso_entity_split(&sigpart, parts[1].p, parts[1].len);
+        if ((cms = signed_data_of(sigpart.body, sigpart.body_len, 0)) == NULL) {
+            kyso_log(KYSO_LOG_ERR, NULL, "cosign",
+                     "error=\"existing signature is not a detached SignedData\"");
+            goto out;
+        }
+        content = parts[0].p;
+        content_len = parts[0].len;
     }
+    if ((st = add_cosigner(cms, s, content, content_len)) != KYSO_OK)
+        goto out;
     if ((st = der_of(&newder, cms)) != KYSO_OK)
         goto out;
-    /* Everything up to the end of the signed part stays byte for byte. */
     if ((st = kyso_buf_append(out, msg->hdr, msg->hdr_len)) != KYSO_OK ||
-        (st = kyso_buf_append(out, "\r\n", 2)) != KYSO_OK ||
-        (st = kyso_buf_append(out, msg->body, (size_t)(parts[0].p + parts[0].len - msg->body))) !=
-            KYSO_OK)
+        (st = kyso_buf_append(out, "\r\n", 2)) != KYSO_OK)
+        goto out;
+    if (opaque) {
+        st = kyso_base64_encode(out, (const unsigned char *)newder.data, newder.len);
+        goto out;
+    }
+    /* Everything up to the end of the signed part stays byte for byte. */
+    if ((st = kyso_buf_append(out, msg->body, (size_t)(parts[0].p + parts[0].len - msg->body))) !=
+        KYSO_OK)
         goto out;
     st = emit_signature_part(out, ct->boundary, &newder);
 out:
-    kyso_buf_free(&der);
     kyso_buf_free(&newder);
     CMS_ContentInfo_free(cms);
     return st;
@@ -424,6 +465,13 @@ static int is_signed(const kyso_ctype *ct)
         (strcmp(ct->subtype, "pkcs7-mime") == 0 || strcmp(ct->subtype, "x-pkcs7-mime") == 0))
         return 1;
     return 0;
+}
+
+static int is_smime_opaque(const kyso_ctype *ct)
+{
+    return strcmp(ct->type, "application") == 0 &&
+           (strcmp(ct->subtype, "pkcs7-mime") == 0 || strcmp(ct->subtype, "x-pkcs7-mime") == 0) &&
+           (ct->smime_type == NULL || strcmp(ct->smime_type, "signed-data") == 0);
 }
 
 static int is_smime_detached(const kyso_ctype *ct)
@@ -482,9 +530,9 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
         st = kyso_buf_append(out, canon.data, canon.len);
         break;
     case KYSO_IF_SIGNED_COSIGN:
-        if (!is_smime_detached(&ct)) {
+        if (!is_smime_detached(&ct) && !is_smime_opaque(&ct)) {
             kyso_log(KYSO_LOG_ERR, NULL, "cosign",
-                     "error=\"only multipart/signed S/MIME can be co-signed; use wrap\"");
+                     "error=\"only S/MIME signed-data can be co-signed; use wrap\"");
             st = KYSO_ERR_UNSUPPORTED;
             break;
         }

@@ -850,6 +850,40 @@ def leader_signed(env, wd):
     return msg
 
 
+def opaque_cosign_case(env):
+    """An opaque (application/pkcs7-mime) leader signature gets our SignerInfo."""
+    wd = os.path.join(env.tmp, "opaque-cosign")
+    os.makedirs(wd, exist_ok=True)
+
+    def run_case():
+        ent = os.path.join(wd, "entity.txt")
+        der = os.path.join(wd, "leader.p7m")
+        with open(ent, "wb") as f:
+            f.write(b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+                    b"Opaque signed by the leader\r\n")
+        must(["openssl", "cms", "-sign", "-nodetach", "-binary", "-in", ent,
+              "-signer", os.path.join(env.pki, "leader.pem"),
+              "-inkey", os.path.join(env.pki, "leader.key"),
+              "-certfile", env.chain, "-md", "sha256", "-outform", "DER",
+              "-out", der], "openssl cms -sign -nodetach (leader)")
+        with open(der, "rb") as f:
+            body = base64.encodebytes(f.read()).replace(b"\n", b"\r\n")
+        msg = (headers(20, sender="chutich@backan.gov.vn")
+               + b"MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; "
+                 b"smime-type=signed-data; name=smime.p7m\r\n"
+                 b"Content-Transfer-Encoding: base64\r\n\r\n" + body)
+        inp = os.path.join(wd, "in.eml")
+        out = os.path.join(wd, "out.eml")
+        with open(inp, "wb") as f:
+            f.write(msg)
+        env.sign(inp, out)
+        env.openssl_verify_smime(out, os.path.join(wd, "signers.pem"),
+                                 [env.leader_fp, env.org_fp])
+        return "one SignedData, leader and org both verify in openssl"
+
+    check("cosign-opaque/leader+org", run_case)
+
+
 def cosign_cases(env):
     wd = os.path.join(env.tmp, "already-signed")
     os.makedirs(wd, exist_ok=True)
@@ -1010,6 +1044,7 @@ def main():
             sign_case(env, name, msg)
         file_key_case(env)
         cosign_cases(env)
+        opaque_cosign_case(env)
     finally:
         env.gpgsm_cleanup()
     print("%d passed, %d failed" % (PASSED, FAILED))
