@@ -198,16 +198,27 @@ static int field_index(conn_ctx *c, const kyso_field *target)
     return 0;
 }
 
-static void each_field_reverse(SMFICTX *ctx, conn_ctx *c, field_fn fn)
+static int each_field_reverse(SMFICTX *ctx, conn_ctx *c, field_fn fn)
 {
     kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
-    kyso_field fields[512];
-    size_t pos = 0, n = 0;
+    kyso_field f, *fields;
+    size_t pos = 0, n = 0, i = 0;
 
-    while (n < sizeof(fields) / sizeof(fields[0]) && kyso_field_next(&e, &pos, &fields[n]))
+    /* Every field is visited however many there are: a forged badge must
+     * not survive by hiding behind a thousand others. */
+    while (kyso_field_next(&e, &pos, &f))
         n++;
-    while (n-- > 0)
-        fn(ctx, c, &fields[n], field_index(c, &fields[n]));
+    if (n == 0)
+        return 0;
+    if ((fields = calloc(n, sizeof(*fields))) == NULL)
+        return -1;
+    pos = 0;
+    while (i < n && kyso_field_next(&e, &pos, &fields[i]))
+        i++;
+    while (i-- > 0)
+        fn(ctx, c, &fields[i], field_index(c, &fields[i]));
+    free(fields);
+    return 0;
 }
 
 static char *field_name(const kyso_field *f)
@@ -290,7 +301,8 @@ static int apply_signed(SMFICTX *ctx, conn_ctx *c, const kyso_buf *out, kyso_sig
 
     kyso_entity_split(&e, out->data, out->len);
     if (what == KYSO_SIGNED_NEW) {
-        each_field_reverse(ctx, c, delete_content_fields);
+        if (each_field_reverse(ctx, c, delete_content_fields) != 0)
+            return -1;
         while (kyso_field_next(&e, &pos, &f)) {
             char *name = field_name(&f), *value = field_value(&f);
             int ok = 1;
@@ -479,7 +491,10 @@ static sfsistat on_eom(SMFICTX *ctx)
     qid_of(ctx, c);
     /* Only this gateway writes its badge, whichever way the mail goes:
      * an official's mail to a colleague must not carry a forged one either. */
-    each_field_reverse(ctx, c, delete_forged);
+    if (each_field_reverse(ctx, c, delete_forged) != 0) {
+        msg_reset(c);
+        return SMFIS_TEMPFAIL;
+    }
     if (is_outbound(c)) {
         rewrite_subject(ctx, c, NULL);
         rc = outbound(ctx, c);
