@@ -71,6 +71,22 @@ extern const kyso_keystore_ops kyso_keystore_pkcs11_ops;
 /* Reads a PIN file: first line, trailing CR/LF stripped. */
 kyso_status kyso_read_pin(char *out, size_t outlen, const char *path);
 
+/* ---- smime.c: the signature that covers a whole message ------------------ */
+
+typedef struct {
+    CMS_ContentInfo *cms;    /* owned; NULL when there is none (see result) */
+    const char *content;     /* detached: the signed part's bytes; opaque: NULL */
+    size_t content_len;
+    int detached;
+    char micalg[64];
+    kyso_result result;      /* when cms is NULL: none, neutral or permerror */
+    const char *reason;      /* static text */
+} kyso_smime;
+
+/* Fails only on internal errors; every message shape becomes a kyso_smime. */
+kyso_status kyso_smime_locate(kyso_smime *out, const kyso_entity *top);
+void kyso_smime_clear(kyso_smime *sm);
+
 /* ---- revocation.c ------------------------------------------------------ */
 
 long long kyso_revoker_deadline(const kyso_revoker *r);

@@ -286,6 +286,10 @@ kyso_status kyso_signer_check(kyso_signer_report *out, int *days_left, const kys
                               const kyso_signer *s);
 void kyso_signer_report_clear(kyso_signer_report *r);
 
+/* Describes the message's S/MIME structure, signers, certificates,
+ * algorithms and signed attributes, without judging trust. */
+kyso_status kyso_inspect_message(kyso_buf *out, const char *msg, size_t len);
+
 /* Value of an Authentication-Results header (without the name), ASCII only. */
 kyso_status kyso_verdict_auth_results(kyso_buf *out, const kyso_verdict *v,
                                       const char *authserv_id);

@@ -325,148 +325,29 @@ static kyso_status conclude(kyso_verdict *v, int hard_fail)
     return set_reason(v, KYSO_RESULT_POLICY, "no signer certificate carries the From address");
 }
 
-static int ctype_is(const kyso_ctype *ct, const char *type, const char *subtype)
-{
-    return strcmp(ct->type, type) == 0 && strcmp(ct->subtype, subtype) == 0;
-}
-
-static CMS_ContentInfo *decode_cms(const char *b64, size_t len)
-{
-    kyso_buf der = KYSO_BUF_INIT;
-    CMS_ContentInfo *cms = NULL;
-    const unsigned char *p;
-
-    if (kyso_base64_decode(&der, b64, len) == KYSO_OK && der.len > 0 && der.len < (1u << 30)) {
-        p = (const unsigned char *)der.data;
-        cms = d2i_CMS_ContentInfo(NULL, &p, (long)der.len);
-        /* Trailing bytes after the DER would be unsigned, unseen data. */
-        if (cms && p != (const unsigned char *)der.data + der.len) {
-            CMS_ContentInfo_free(cms);
-            cms = NULL;
-        }
-    }
-    ERR_clear_error();
-    kyso_buf_free(&der);
-    return cms;
-}
-
-static int is_base64_cte(const kyso_entity *e)
-{
-    char cte[32];
-
-    kyso_entity_cte(e, cte, sizeof(cte));
-    return strcmp(cte, "base64") == 0;
-}
-
-/* The message is signed somewhere below the top (forwarded, wrapped). */
-static int has_nested_signature(const kyso_entity *e)
-{
-    static const char *const marks[] = {"pkcs7-signature", "pkcs7-mime"};
-
-    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
-        if (memmem(e->body, e->body_len, marks[i], strlen(marks[i])) != NULL)
-            return 1;
-    return 0;
-}
-
 static kyso_status verify_canonical(kyso_verdict *v, const kyso_trust *t, const char *msg,
                                     size_t len)
 {
-    kyso_entity top, sigpart;
-    kyso_ctype ct, sct;
-    kyso_span parts[3];
-    size_t nparts = 0;
-    int closed = 0;
-    CMS_ContentInfo *cms = NULL;
-    const char *content = NULL;
-    size_t content_len = 0;
+    kyso_entity top;
+    kyso_smime sm;
     kyso_status st;
 
-    memset(&sct, 0, sizeof(sct));
     kyso_entity_split(&top, msg, len);
     if (kyso_entity_from(&top, &v->from) == KYSO_ERR_NOMEM)
         return KYSO_ERR_NOMEM;
-    if (kyso_entity_ctype(&ct, &top) != KYSO_OK)
-        return set_reason(v, KYSO_RESULT_PERMERROR, "malformed Content-Type");
-
-    if (ctype_is(&ct, "multipart", "signed")) {
-        if (ct.protocol == NULL || (strcmp(ct.protocol, "application/pkcs7-signature") != 0 &&
-                                    strcmp(ct.protocol, "application/x-pkcs7-signature") != 0)) {
-            st = set_reason(v, KYSO_RESULT_NONE, "not an S/MIME signature");
-            goto out;
-        }
-        if (ct.boundary == NULL ||
-            kyso_multipart_split(top.body, top.body_len, ct.boundary, parts, 3, &nparts, &closed) !=
-                KYSO_OK ||
-            nparts != 2 || !closed) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR,
-                            "multipart/signed must have exactly two parts");
-            goto out;
-        }
-        kyso_entity_split(&sigpart, parts[1].p, parts[1].len);
-        if (kyso_entity_ctype(&sct, &sigpart) != KYSO_OK ||
-            !(ctype_is(&sct, "application", "pkcs7-signature") ||
-              ctype_is(&sct, "application", "x-pkcs7-signature")) ||
-            !is_base64_cte(&sigpart)) {
-            st =
-                set_reason(v, KYSO_RESULT_PERMERROR, "second part is not a base64 pkcs7-signature");
-            goto out;
-        }
-        if ((cms = decode_cms(sigpart.body, sigpart.body_len)) == NULL) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR, "signature is not valid CMS");
-            goto out;
-        }
-        if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR, "signature is not SignedData");
-            goto out;
-        }
-        /* A detached signature must not carry content of its own: what it
-         * signed would not be what the recipient sees. */
-        if (*CMS_get0_content(cms) != NULL) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR, "detached signature carries its own content");
-            goto out;
-        }
-        content = parts[0].p;
-        content_len = parts[0].len;
-    } else if (ctype_is(&ct, "application", "pkcs7-mime") ||
-               ctype_is(&ct, "application", "x-pkcs7-mime")) {
-        if (ct.smime_type && strcmp(ct.smime_type, "signed-data") != 0) {
-            st = set_reason(v, KYSO_RESULT_NEUTRAL, "S/MIME content is not signed-data");
-            goto out;
-        }
-        if (!is_base64_cte(&top) || (cms = decode_cms(top.body, top.body_len)) == NULL) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR, "pkcs7-mime body is not valid base64 CMS");
-            goto out;
-        }
-        if (OBJ_obj2nid(CMS_get0_type(cms)) != NID_pkcs7_signed) {
-            st = set_reason(v, KYSO_RESULT_NEUTRAL, "S/MIME content is not signed-data");
-            goto out;
-        }
-        if (*CMS_get0_content(cms) == NULL) {
-            st = set_reason(v, KYSO_RESULT_PERMERROR, "opaque signature without content");
-            goto out;
-        }
-    } else {
-        if (strcmp(ct.type, "multipart") == 0 && has_nested_signature(&top))
-            st = set_reason(v, KYSO_RESULT_NEUTRAL,
-                            "a signed part does not cover the whole message");
-        else
-            st = set_reason(v, KYSO_RESULT_NONE, "message is not signed");
+    if ((st = kyso_smime_locate(&sm, &top)) != KYSO_OK)
+        return st;
+    if (sm.cms == NULL) {
+        st = set_reason(v, sm.result, sm.reason);
         goto out;
     }
-    if (OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
-        st = set_reason(v, KYSO_RESULT_PERMERROR, "signed content is not id-data");
-        goto out;
-    }
-    if ((st = judge_signers(v, cms, t, content, content_len)) != KYSO_OK)
+    if ((st = judge_signers(v, sm.cms, t, sm.content, sm.content_len)) != KYSO_OK)
         goto out;
     if (v->reason == NULL)
         st = conclude(v, kyso_trust_revoker(t) &&
                              kyso_revoker_options(kyso_trust_revoker(t))->hard_fail);
 out:
-    CMS_ContentInfo_free(cms);
-    kyso_ctype_clear(&ct);
-    kyso_ctype_clear(&sct);
+    kyso_smime_clear(&sm);
     return st;
 }
 

@@ -427,6 +427,28 @@ out:
     return rc;
 }
 
+static int cmd_inspect(int argc, char **argv)
+{
+    kyso_buf in = KYSO_BUF_INIT, out = KYSO_BUF_INIT;
+    int rc;
+
+    if (argc > 2) {
+        usage(stderr);
+        return EX_USAGE_;
+    }
+    if ((rc = read_input(&in, argc == 2 ? argv[1] : NULL)) != 0)
+        goto out;
+    if (kyso_inspect_message(&out, in.data, in.len) != KYSO_OK) {
+        rc = EX_SOFTWARE_;
+        goto out;
+    }
+    rc = write_out(NULL, &out);
+out:
+    kyso_buf_free(&in);
+    kyso_buf_free(&out);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     kyso_log_open("kyso", 0, getenv("KYSO_DEBUG") ? KYSO_LOG_DEBUG : KYSO_LOG_WARNING);
@@ -438,6 +460,8 @@ int main(int argc, char **argv)
         return cmd_sign(argc - 1, argv + 1);
     if (strcmp(argv[1], "verify") == 0)
         return cmd_verify(argc - 1, argv + 1);
+    if (strcmp(argv[1], "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(argv[1], "revocation") == 0)
         return cmd_revocation(argc - 1, argv + 1);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

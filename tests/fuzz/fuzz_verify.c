@@ -32,6 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kyso_verdict_summary(&out, v);
     }
     kyso_verdict_free(v);
+    kyso_buf_reset(&out);
+    kyso_inspect_message(&out, (const char *)data, size);
     kyso_buf_free(&out);
     return 0;
 }
