@@ -60,7 +60,9 @@ kyso_status kyso_entity_make_7bit(kyso_buf *out, const char *p, size_t len, int 
 
 typedef struct {
     const char *kind;
-    kyso_status (*open)(void **state, const char *uri, const char *module, const char *pin_file);
+    /* pin: the PIN read from the configured file, or NULL (then the URI's
+     * pin-source or pin-value, if any). */
+    kyso_status (*open)(void **state, const char *uri, const char *module, const char *pin);
     EVP_PKEY *(*key)(void *state);
     void (*close)(void *state);
 } kyso_keystore_ops;

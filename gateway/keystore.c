@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "internal.h"
 
 struct kyso_keystore {
@@ -21,6 +23,10 @@ struct kyso_keystore {
     char *uri;
     char *module;
     char *pin_file;
+    /* Read once, while the daemon is still root: a reload after dropping
+     * privileges must not need the PIN file again. */
+    char pin[256];
+    int have_pin;
     pthread_rwlock_t lock;
 };
 
@@ -76,8 +82,24 @@ kyso_status kyso_keystore_new(kyso_keystore **out, const char *uri, const char *
         return KYSO_ERR_NOMEM;
     }
     pthread_rwlock_init(&ks->lock, NULL);
+    if (pin_file) {
+        if (kyso_read_pin(ks->pin, sizeof(ks->pin), pin_file) != KYSO_OK)
+            kyso_log(KYSO_LOG_ERR, NULL, "keystore", "error=\"cannot read PIN file\" path=%s",
+                     pin_file);
+        else
+            ks->have_pin = 1;
+    }
     *out = ks;
     return KYSO_OK;
+}
+
+static kyso_status backend_open(kyso_keystore *ks, void **state)
+{
+    /* A PIN file that could not be read gives no PIN: login then fails
+     * with a clear log line instead of trying an empty PIN. */
+    if (ks->pin_file && !ks->have_pin)
+        return KYSO_ERR_KEY;
+    return ks->ops->open(state, ks->uri, ks->module, ks->have_pin ? ks->pin : NULL);
 }
 
 kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char *module,
@@ -88,7 +110,7 @@ kyso_status kyso_keystore_open(kyso_keystore **out, const char *uri, const char 
 
     if ((st = kyso_keystore_new(&ks, uri, module, pin_file)) != KYSO_OK)
         return st;
-    if ((st = ks->ops->open(&ks->state, ks->uri, ks->module, ks->pin_file)) != KYSO_OK) {
+    if ((st = backend_open(ks, &ks->state)) != KYSO_OK) {
         kyso_keystore_free(ks);
         return st;
     }
@@ -106,7 +128,7 @@ kyso_status kyso_keystore_reload(kyso_keystore *ks)
     if (ks->state)
         ks->ops->close(ks->state);
     ks->state = NULL;
-    st = ks->ops->open(&fresh, ks->uri, ks->module, ks->pin_file);
+    st = backend_open(ks, &fresh);
     if (st == KYSO_OK)
         ks->state = fresh;
     pthread_rwlock_unlock(&ks->lock);
@@ -144,5 +166,6 @@ void kyso_keystore_free(kyso_keystore *ks)
     free(ks->uri);
     free(ks->module);
     free(ks->pin_file);
+    OPENSSL_cleanse(ks->pin, sizeof(ks->pin));
     free(ks);
 }

@@ -7,8 +7,7 @@
 
 #include "internal.h"
 
-static kyso_status file_open(void **state, const char *uri, const char *module,
-                             const char *pin_file)
+static kyso_status file_open(void **state, const char *uri, const char *module, const char *pin_in)
 {
     const char *path = uri + strlen("file:");
     char pin[256] = "";
@@ -18,11 +17,8 @@ static kyso_status file_open(void **state, const char *uri, const char *module,
     /* file:///abs/path and file:/abs/path are both accepted. */
     if (strncmp(path, "//", 2) == 0)
         path += 2;
-    if (pin_file && kyso_read_pin(pin, sizeof(pin), pin_file) != KYSO_OK) {
-        kyso_log(KYSO_LOG_ERR, NULL, "keystore", "kind=file error=\"cannot read PIN file\" path=%s",
-                 pin_file);
-        return KYSO_ERR_KEY;
-    }
+    if (pin_in)
+        snprintf(pin, sizeof(pin), "%s", pin_in);
     if ((f = fopen(path, "r")) == NULL) {
         kyso_log(KYSO_LOG_ERR, NULL, "keystore", "kind=file error=\"cannot open key\" path=%s",
                  path);

@@ -206,12 +206,16 @@ static void p11_close(void *state)
     free(s);
 }
 
-static kyso_status resolve_pin(char *pin, size_t pinlen, const p11_uri *u, const char *pin_file)
+static kyso_status resolve_pin(char *pin, size_t pinlen, const p11_uri *u, const char *given)
 {
-    const char *path = pin_file;
+    const char *path = NULL;
 
     pin[0] = '\0';
-    if (path == NULL && u->pin_source) {
+    if (given) {
+        snprintf(pin, pinlen, "%s", given);
+        return KYSO_OK;
+    }
+    if (u->pin_source) {
         path = u->pin_source;
         if (strncmp(path, "file:", 5) == 0)
             path += 5;
@@ -225,7 +229,8 @@ static kyso_status resolve_pin(char *pin, size_t pinlen, const p11_uri *u, const
     return KYSO_OK;
 }
 
-static kyso_status p11_open(void **state, const char *uri, const char *module, const char *pin_file)
+static kyso_status p11_open(void **state, const char *uri, const char *module,
+                            const char *given_pin)
 {
     p11_uri u;
     p11_state *s = NULL;
@@ -251,7 +256,7 @@ static kyso_status p11_open(void **state, const char *uri, const char *module, c
         st = KYSO_ERR_USAGE;
         goto out;
     }
-    if ((st = resolve_pin(pin, sizeof(pin), &u, pin_file)) != KYSO_OK) {
+    if ((st = resolve_pin(pin, sizeof(pin), &u, given_pin)) != KYSO_OK) {
         kyso_log(KYSO_LOG_ERR, NULL, "keystore", "kind=pkcs11 error=\"cannot read PIN\"");
         st = KYSO_ERR_KEY;
         goto out;
