@@ -76,13 +76,13 @@ kyso_status kyso_read_pin(char *out, size_t outlen, const char *path);
 /* ---- smime.c: the signature that covers a whole message ------------------ */
 
 typedef struct {
-    CMS_ContentInfo *cms;    /* owned; NULL when there is none (see result) */
-    const char *content;     /* detached: the signed part's bytes; opaque: NULL */
+    CMS_ContentInfo *cms; /* owned; NULL when there is none (see result) */
+    const char *content;  /* detached: the signed part's bytes; opaque: NULL */
     size_t content_len;
     int detached;
     char micalg[64];
-    kyso_result result;      /* when cms is NULL: none, neutral or permerror */
-    const char *reason;      /* static text */
+    kyso_result result; /* when cms is NULL: none, neutral or permerror */
+    const char *reason; /* static text */
 } kyso_smime;
 
 /* Fails only on internal errors; every message shape becomes a kyso_smime. */

@@ -11,6 +11,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 bash scripts/deps.sh
 
+echo "== format (clang-format, .clang-format at the root)"
+git ls-files '*.c' '*.h' 2>/dev/null | xargs -r clang-format --dry-run -Werror
+
 echo "== build (gcc, -Werror)"
 cmake -S . -B build -DKYSO_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
