@@ -73,16 +73,23 @@ static sfsistat on_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *sa)
 
     if (c == NULL)
         return SMFIS_TEMPFAIL;
-    c->snap = snapshot_acquire();
     if (sa && sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->addr, sizeof(c->addr));
     else if (sa && sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->addr, sizeof(c->addr));
-    if (c->addr[0])
-        c->internal = kyso_policy_addr_in(c->snap->conf->outbound.internal_networks,
-                                          c->snap->conf->outbound.ninternal_networks, c->addr) == 1;
     smfi_setpriv(ctx, c);
     return SMFIS_CONTINUE;
+}
+
+/* Each message takes the snapshot current when it starts, so after a reload
+ * the next message on a long connection already follows the new config. */
+static void take_snapshot(conn_ctx *c)
+{
+    snapshot_release(c->snap);
+    c->snap = snapshot_acquire();
+    c->internal = c->addr[0] &&
+                  kyso_policy_addr_in(c->snap->conf->outbound.internal_networks,
+                                      c->snap->conf->outbound.ninternal_networks, c->addr) == 1;
 }
 
 static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
@@ -93,6 +100,7 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
     if (c == NULL)
         return SMFIS_TEMPFAIL;
     msg_reset(c);
+    take_snapshot(c);
     c->authenticated = auth != NULL && *auth != '\0';
     qid_of(ctx, c);
     return SMFIS_CONTINUE;
@@ -109,7 +117,7 @@ static sfsistat on_envrcpt(SMFICTX *ctx, char **argv)
     char addr[512];
     size_t n;
 
-    if (c == NULL || argv[0] == NULL)
+    if (c == NULL || c->snap == NULL || argv[0] == NULL)
         return SMFIS_CONTINUE;
     /* "<user@domain>" as given in RCPT TO. */
     snprintf(addr, sizeof(addr), "%s", argv[0][0] == '<' ? argv[0] + 1 : argv[0]);
@@ -131,7 +139,7 @@ static sfsistat on_header(SMFICTX *ctx, char *name, char *value)
 {
     conn_ctx *c = smfi_getpriv(ctx);
 
-    if (c == NULL)
+    if (c == NULL || c->snap == NULL)
         return SMFIS_TEMPFAIL;
     if (kyso_buf_puts(&c->hdrs, name) != KYSO_OK || kyso_buf_puts(&c->hdrs, ": ") != KYSO_OK ||
         append_crlf(&c->hdrs, value) != KYSO_OK || kyso_buf_puts(&c->hdrs, "\r\n") != KYSO_OK)
@@ -143,7 +151,7 @@ static sfsistat on_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 {
     conn_ctx *c = smfi_getpriv(ctx);
 
-    if (c == NULL)
+    if (c == NULL || c->snap == NULL)
         return SMFIS_TEMPFAIL;
     c->body_seen += len;
     if (c->hdrs.len + c->body_seen > (size_t)c->snap->conf->inbound.max_message_size) {
@@ -486,7 +494,7 @@ static sfsistat on_eom(SMFICTX *ctx)
     conn_ctx *c = smfi_getpriv(ctx);
     sfsistat rc;
 
-    if (c == NULL)
+    if (c == NULL || c->snap == NULL)
         return SMFIS_TEMPFAIL;
     qid_of(ctx, c);
     /* Only this gateway writes its badge, whichever way the mail goes:
