@@ -127,16 +127,6 @@ long long kyso_revoker_deadline(const kyso_revoker *r)
     return now_ms() + r->o.timeout_ms;
 }
 
-/* Seconds left for one HTTP exchange; OpenSSL's timeout is in whole seconds. */
-static int seconds_left(long long deadline)
-{
-    long long left = deadline - now_ms();
-
-    if (left <= 0)
-        return 0;
-    return (int)((left + 999) / 1000);
-}
-
 static time_t asn1_to_time(const ASN1_TIME *t)
 {
     struct tm tm;
@@ -329,17 +319,21 @@ static BIO *connect_within(const char *host, const char *port, long long deadlin
     return b;
 }
 
-/* GET (req NULL) or POST over plain HTTP, through the proxy when set;
- * the answer is capped at max bytes and must arrive before the deadline. */
-static BIO *http_exchange(kyso_revoker *r, const char *url, const char *ctype, BIO *req,
-                          const char *want_ctype, size_t max, long long deadline)
+/* GET (it NULL) or POST of an ASN.1 value over plain HTTP, through the
+ * proxy when set. The exchange is driven non-blocking and every wait is
+ * bounded by the milliseconds left, so the deadline holds to the
+ * millisecond (OpenSSL's own timeout counts whole seconds). The answer is
+ * capped at max bytes. Returns 1 with the body in out. */
+static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, const ASN1_ITEM *it,
+                         const ASN1_VALUE *val, const char *want_ctype, size_t max,
+                         long long deadline, kyso_buf *out)
 {
     char *host = NULL, *port = NULL, *path = NULL, *phost = NULL, *pport = NULL;
-    int ssl = 0, secs = seconds_left(deadline);
-    BIO *conn = NULL, *resp = NULL;
+    char hosthdr[300];
+    int ssl = 0, rv = -1, ok = 0;
+    BIO *conn = NULL;
+    OSSL_HTTP_REQ_CTX *rctx = NULL;
 
-    if (secs <= 0)
-        return NULL;
     if (!OSSL_HTTP_parse_url(url, &ssl, NULL, &host, &port, NULL, &path, NULL, NULL) || ssl)
         goto out;
     if (r->o.proxy &&
@@ -347,18 +341,78 @@ static BIO *http_exchange(kyso_revoker *r, const char *url, const char *ctype, B
         goto out;
     if ((conn = connect_within(phost ? phost : host, pport ? pport : port, deadline)) == NULL)
         goto out;
-    secs = seconds_left(deadline);
-    if (secs > 0)
-        resp = OSSL_HTTP_transfer(NULL, host, port, path, 0, r->o.proxy, NULL, conn, conn, NULL,
-                                  NULL, 0, NULL, ctype, req, want_ctype, 1, max, secs, 0);
+    snprintf(hosthdr, sizeof(hosthdr), "%s:%s", host, port);
+    if ((rctx = OSSL_HTTP_REQ_CTX_new(conn, conn, 0)) == NULL ||
+        /* Through a proxy the request line carries the absolute URI. */
+        !OSSL_HTTP_REQ_CTX_set_request_line(rctx, it != NULL, r->o.proxy ? host : NULL,
+                                            r->o.proxy ? port : NULL, path) ||
+        !OSSL_HTTP_REQ_CTX_add1_header(rctx, "Host", hosthdr) ||
+        !OSSL_HTTP_REQ_CTX_set_expected(rctx, want_ctype, want_ctype != NULL, 0, 0) ||
+        (it != NULL && !OSSL_HTTP_REQ_CTX_set1_req(rctx, ctype, it, val)))
+        goto out;
+    OSSL_HTTP_REQ_CTX_set_max_response_length(rctx, max);
+    while ((rv = OSSL_HTTP_REQ_CTX_nbio(rctx)) == -1) {
+        struct pollfd pfd;
+        long long left = deadline - now_ms();
+
+        pfd.fd = (int)BIO_get_fd(conn, NULL);
+        pfd.events = BIO_should_write(conn) ? POLLOUT : POLLIN;
+        pfd.revents = 0;
+        if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+            break;
+    }
+    if (rv == 1 && want_ctype != NULL) {
+        BIO *mem = OSSL_HTTP_REQ_CTX_get0_mem_bio(rctx);
+        char *data = NULL;
+        long n = mem ? BIO_get_mem_data(mem, &data) : 0;
+
+        ok = n > 0 && (size_t)n <= max && kyso_buf_append(out, data, (size_t)n) == KYSO_OK;
+    } else if (rv == 1) {
+        /* Not ASN.1-framed (a CRL may come as PEM): OpenSSL leaves the body
+         * on the connection; read it to the end, bounded like the rest. */
+        size_t want = OSSL_HTTP_REQ_CTX_get_resp_len(rctx);
+        char chunk[16384];
+
+        for (;;) {
+            int n = BIO_read(conn, chunk, sizeof(chunk));
+            struct pollfd pfd;
+            long long left;
+
+            if (n > 0) {
+                if (out->len + (size_t)n > max || kyso_buf_append(out, chunk, (size_t)n) != KYSO_OK)
+                    break;
+                if (want && out->len >= want) {
+                    ok = 1;
+                    break;
+                }
+                continue;
+            }
+            if (n == 0 || !BIO_should_retry(conn)) {
+                ok = out->len > 0 && (!want || out->len == want);
+                break;
+            }
+            pfd.fd = (int)BIO_get_fd(conn, NULL);
+            pfd.events = POLLIN;
+            pfd.revents = 0;
+            left = deadline - now_ms();
+            if (left <= 0 || poll(&pfd, 1, (int)left) <= 0)
+                break;
+        }
+    }
+    if (!ok) {
+        kyso_log(KYSO_LOG_DEBUG, NULL, "http", "url=%s rv=%d", url, rv);
+        kyso_log_openssl(KYSO_LOG_DEBUG, NULL, "http");
+    }
 out:
+    OSSL_HTTP_REQ_CTX_free(rctx);
     BIO_free_all(conn);
     OPENSSL_free(host);
     OPENSSL_free(port);
     OPENSSL_free(path);
     OPENSSL_free(phost);
     OPENSSL_free(pport);
-    return resp;
+    ERR_clear_error();
+    return ok;
 }
 
 /* ---- OCSP ---------------------------------------------------------------- */
@@ -388,7 +442,8 @@ static int check_ocsp(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *sto
     OCSP_CERTID *id = NULL;
     OCSP_RESPONSE *resp = NULL;
     OCSP_BASICRESP *bs = NULL;
-    BIO *reqbio = NULL, *respbio = NULL;
+    kyso_buf body = KYSO_BUF_INIT;
+    const unsigned char *p;
     ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
     int status = -1, reason = -1, ok = 0, nonce;
 
@@ -398,19 +453,18 @@ static int check_ocsp(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *sto
         goto out;
     if (!OCSP_request_add0_id(req, OCSP_CERTID_dup(id)) || !OCSP_request_add1_nonce(req, NULL, -1))
         goto out;
-    if ((reqbio = BIO_new(BIO_s_mem())) == NULL || i2d_OCSP_REQUEST_bio(reqbio, req) <= 0)
-        goto out;
     pthread_mutex_lock(&r->lock);
     r->ocsp_requests++;
     pthread_mutex_unlock(&r->lock);
-    respbio = http_exchange(r, url, "application/ocsp-request", reqbio, "application/ocsp-response",
-                            MAX_OCSP_RESPONSE, deadline);
-    if (respbio == NULL) {
+    if (!http_exchange(r, url, "application/ocsp-request", ASN1_ITEM_rptr(OCSP_REQUEST),
+                       (const ASN1_VALUE *)req, "application/ocsp-response", MAX_OCSP_RESPONSE,
+                       deadline, &body)) {
         kyso_log(KYSO_LOG_WARNING, NULL, "ocsp",
                  "url=%s error=\"no answer (connection failed or deadline passed)\"", url);
         goto out;
     }
-    if ((resp = d2i_OCSP_RESPONSE_bio(respbio, NULL)) == NULL ||
+    p = (const unsigned char *)body.data;
+    if ((resp = d2i_OCSP_RESPONSE(NULL, &p, (long)body.len)) == NULL ||
         OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
         (bs = OCSP_response_get1_basic(resp)) == NULL) {
         kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"unusable response\"", url);
@@ -464,8 +518,7 @@ static int check_ocsp(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *sto
 out:
     ERR_clear_error();
     X509_email_free(aia);
-    BIO_free(reqbio);
-    BIO_free(respbio);
+    kyso_buf_free(&body);
     OCSP_BASICRESP_free(bs);
     OCSP_RESPONSE_free(resp);
     OCSP_CERTID_free(id);
@@ -512,15 +565,30 @@ static char *crl_cache_path(const kyso_revoker *r, const char *url)
     return p;
 }
 
-static X509_CRL *crl_from_bio(BIO *b)
+/* DER as RFC 5280 says, or PEM as some servers publish it. */
+static X509_CRL *crl_from_bytes(const char *data, size_t len)
 {
-    X509_CRL *crl = d2i_X509_CRL_bio(b, NULL);
+    const unsigned char *p = (const unsigned char *)data;
+    X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)len);
 
     if (crl == NULL) {
-        (void)BIO_reset(b);
-        crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+        BIO *b = BIO_new_mem_buf(data, (int)len); /* read-only: no copy */
+
+        crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
     }
     ERR_clear_error();
+    return crl;
+}
+
+static X509_CRL *crl_from_file(const char *path)
+{
+    kyso_buf b = KYSO_BUF_INIT;
+    X509_CRL *crl = NULL;
+
+    if (kyso_buf_read_file(&b, path, MAX_CRL) == KYSO_OK)
+        crl = crl_from_bytes(b.data, b.len);
+    kyso_buf_free(&b);
     return crl;
 }
 
@@ -576,17 +644,15 @@ static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl)
 
 static X509_CRL *crl_fetch(kyso_revoker *r, const char *url, long long deadline)
 {
-    BIO *b;
+    kyso_buf body = KYSO_BUF_INIT;
     X509_CRL *crl = NULL;
 
     pthread_mutex_lock(&r->lock);
     r->crl_fetches++;
     pthread_mutex_unlock(&r->lock);
-    b = http_exchange(r, url, NULL, NULL, NULL, MAX_CRL, deadline);
-    if (b)
-        crl = crl_from_bio(b);
-    BIO_free(b);
-    ERR_clear_error();
+    if (http_exchange(r, url, NULL, NULL, NULL, NULL, MAX_CRL, deadline, &body))
+        crl = crl_from_bytes(body.data, body.len);
+    kyso_buf_free(&body);
     if (crl == NULL)
         kyso_log(KYSO_LOG_WARNING, NULL, "crl", "url=%s error=\"fetch failed\"", url);
     return crl;
@@ -607,14 +673,7 @@ static X509_CRL *crl_cached(kyso_revoker *r, const char *url)
     pthread_mutex_unlock(&r->lock);
     if (crl || (path = crl_cache_path(r, url)) == NULL)
         return crl;
-    {
-        BIO *b = BIO_new_file(path, "rb");
-
-        if (b) {
-            crl = crl_from_bio(b);
-            BIO_free(b);
-        }
-    }
+    crl = crl_from_file(path);
     free(path);
     if (crl)
         crl_store(r, url, crl);

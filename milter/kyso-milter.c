@@ -87,9 +87,9 @@ static void take_snapshot(conn_ctx *c)
 {
     snapshot_release(c->snap);
     c->snap = snapshot_acquire();
-    c->internal = c->addr[0] &&
-                  kyso_policy_addr_in(c->snap->conf->outbound.internal_networks,
-                                      c->snap->conf->outbound.ninternal_networks, c->addr) == 1;
+    c->internal =
+        c->addr[0] && kyso_policy_addr_in(c->snap->conf->outbound.internal_networks,
+                                          c->snap->conf->outbound.ninternal_networks, c->addr) == 1;
 }
 
 static sfsistat on_envfrom(SMFICTX *ctx, char **argv)

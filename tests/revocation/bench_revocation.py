@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import revocation_test as t  # noqa: E402
 

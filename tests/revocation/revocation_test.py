@@ -208,13 +208,16 @@ class OcspResponder:
         # stdbuf: -req_text goes to stdout, which must reach the log as it
         # happens (requests are counted per serial number from it).
         self.proc = subprocess.Popen(
-            ["stdbuf", "-oL", "openssl", "ocsp", "-index", os.path.join(cadir, "index.txt"),
+            ["stdbuf", "-oL", "openssl", "ocsp",
+             "-index", os.path.join(cadir, "index.txt"),
              "-port", str(OCSP_PORT), "-CA", os.path.join(cadir, "ca.pem"),
              "-rsigner", p(self.rsigner), "-rkey", p(self.rkey),
              "-ndays", "1", "-req_text"],
             stdout=self.logf, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL)
         LIVE.append(self)
+        with open(self.env.ocsp_pidfile, "w") as f:
+            f.write("%d\n" % self.proc.pid)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -257,6 +260,10 @@ class OcspResponder:
                 self.proc.wait(5)
         if self in LIVE:
             LIVE.remove(self)
+        try:
+            os.unlink(self.env.ocsp_pidfile)
+        except FileNotFoundError:
+            pass
         if getattr(self, "logf", None):
             self.logf.close()
             self.logf = None
@@ -473,6 +480,8 @@ class Env:
             raise Fail("; ".join(problems))
         self.tmp = os.path.abspath(tmp)
         os.makedirs(self.tmp, exist_ok=True)
+        self.ocsp_pidfile = os.path.join(self.tmp, "ocsp.pid")
+        self.stop_stale_responder()
         self.pki = os.path.join(self.tmp, "pki")
         self.msgs = os.path.join(self.tmp, "msg")
         shutil.rmtree(self.pki, ignore_errors=True)
@@ -499,6 +508,22 @@ class Env:
                   "ca/sub/index.txt", "ca/root/index.txt"):
             if not os.path.isfile(self.p(f)):
                 raise Fail("PKI (%s) lacks %s" % (self.pki_origin, f))
+
+    def stop_stale_responder(self):
+        """The responder of a run that was killed (CTest's timeout) would
+        still hold the port: end it, if it is ours (its index is here)."""
+        try:
+            pid = int(open(self.ocsp_pidfile).read())
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            if (b"ocsp" in argv and any(a.startswith(self.tmp.encode())
+                                        for a in argv)):
+                os.kill(pid, signal.SIGKILL)
+                diag("ended the OCSP responder of an earlier run (pid %d)"
+                     % pid)
+                wait_port(OCSP_PORT, False, 3.0)
+        except (OSError, ValueError):
+            pass
 
     def seq(self):
         self._seq += 1
@@ -612,7 +637,7 @@ class Env:
                "fresh sub CRL revokes nothing (revoked.pem missing?)")
 
     # ---- messages
-    def sign(self, name, who, subject, key=None, chain="chain.pem"):
+    def sign(self, name, who, subject, chain="chain.pem"):
         addr = {"org": "vanphong@backan.gov.vn",
                 "leader": "chutich@backan.gov.vn",
                 "revoked": "revoked@backan.gov.vn",
@@ -1356,7 +1381,7 @@ def main():
                               ("leader3", "leader"),
                               ("revoked-e2e", "revoked")):
                 m[name] = env.sign(name, who, "Cong van " + name)
-            report("setup: PKI copy, extra material, signed messages", True,
+            report("setup: PKI, extra material, signed messages", True,
                    "%.1f s" % (time.monotonic() - t0))
         except Fail as e:
             report("setup", False, str(e))
