@@ -378,13 +378,24 @@ static sfsistat outbound(SMFICTX *ctx, conn_ctx *c)
     idx = (size_t)(id - conf->identities);
     st = snapshot_sign(c->snap, idx, &out, &what, msg, len);
     if (st != KYSO_OK) {
+        kyso_action a = (kyso_action)conf->outbound.on_sign_error;
+        char why[200];
+
+        /* Retrying cannot help a message Kyso cannot sign as it is
+         * (malformed MIME, a broken signature to co-sign): the sender is
+         * told now instead of after days of retries. */
+        if (a == KYSO_ACT_TEMPFAIL && st != KYSO_ERR_KEY && st != KYSO_ERR_NOMEM &&
+            st != KYSO_ERR_IO && st != KYSO_ERR_INTERNAL && st != KYSO_ERR_CRYPTO)
+            a = KYSO_ACT_REJECT;
         kyso_log_openssl(KYSO_LOG_ERR, qid, "sign-error");
         kyso_log(KYSO_LOG_ERR, qid, "sign-failed", "from=%s identity=%s error=\"%s\" action=%s",
-                 from, id->name, kyso_status_str(st),
-                 kyso_action_str((kyso_action)conf->outbound.on_sign_error));
-        rc = act(ctx, c, (kyso_action)conf->outbound.on_sign_error,
-                 "Kyso: cannot sign now (signing key unavailable); try again later",
-                 "Kyso: this message cannot be signed");
+                 from, id->name, kyso_status_str(st), kyso_action_str(a));
+        snprintf(why, sizeof(why),
+                 "Kyso: this message cannot be signed (%s); the gateway log has the reason "
+                 "under queue id %s",
+                 kyso_status_str(st), qid ? qid : "-");
+        rc =
+            act(ctx, c, a, "Kyso: cannot sign now (signing key unavailable); try again later", why);
         goto out;
     }
     if (what != KYSO_SIGNED_SKIPPED && apply_signed(ctx, c, &out, what) != 0) {

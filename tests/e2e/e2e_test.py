@@ -1251,6 +1251,26 @@ def run_cases(t):
         return "worker %s runs as nobody (%s); mail signed and verifies" % (kids[0], uid_line)
     check("10 worker drops to the configured user and still signs", case10)
 
+    # 11. a message that cannot be signed as it is gets a clear 5.7.x at once,
+    #     not days of 4xx retries, and never leaves unsigned
+    def case11():
+        t.start_milter(t.write_config("kyso11.conf"))
+        msgid, msg = signed_inbound("brokencosign", "leader.key", "leader.pem",
+                                    "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
+                                    "Chữ ký lãnh đạo bị sửa")
+        # Alter the leader-signed text: co-signing it would vouch for a change.
+        i = msg.index(b"Content-Transfer-Encoding", msg.index(b"--kyso-"))
+        j = msg.index(b"\r\n\r\n", i) + 4
+        tampered = msg[:j] + b"X" + msg[j:]
+        code, text = t.submit(tampered, "vanphong@backan.gov.vn",
+                              ["vanthu@sonoivu.backan.gov.vn"], auth=True)
+        if code != 550 or "5.7" not in text:
+            raise Fail("expected 550 5.7.x, got %d %s" % (code, text))
+        if t.delivered(msgid, NO_DELIVERY_WAIT) is not None:
+            raise Fail("delivered although it could not be signed")
+        return "%d %s" % (code, text.replace("\n", " "))
+    check("11 a leader signature that no longer matches is not co-signed: 5.7.x", case11)
+
     # 5. token unavailable
     state = {}
 
