@@ -500,7 +500,9 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
         X509_cmp_current_time(X509_get0_notBefore(s->cert)) >= 0) {
         kyso_log(KYSO_LOG_ERR, NULL, "sign",
                  "error=\"signing certificate is expired or not yet valid\"");
-        st = KYSO_ERR_POLICY;
+        /* The identity cannot sign until an admin installs a new
+         * certificate; mail waits for that rather than bouncing. */
+        st = KYSO_ERR_KEY;
         goto out;
     }
     /* Not canonicalised yet: a binary part must keep its bytes, so line

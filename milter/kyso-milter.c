@@ -394,8 +394,9 @@ static sfsistat outbound(SMFICTX *ctx, conn_ctx *c)
                  "Kyso: this message cannot be signed (%s); the gateway log has the reason "
                  "under queue id %s",
                  kyso_status_str(st), qid ? qid : "-");
-        rc =
-            act(ctx, c, a, "Kyso: cannot sign now (signing key unavailable); try again later", why);
+        rc = act(ctx, c, a,
+                 "Kyso: cannot sign now (signing key or certificate unavailable); try again later",
+                 why);
         goto out;
     }
     if (what != KYSO_SIGNED_SKIPPED && apply_signed(ctx, c, &out, what) != 0) {

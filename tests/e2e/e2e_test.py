@@ -1271,6 +1271,34 @@ def run_cases(t):
         return "%d %s" % (code, text.replace("\n", " "))
     check("11 a leader signature that no longer matches is not co-signed: 5.7.x", case11)
 
+    # 12. our own certificate revoked: -n says so, and mail waits (4xx)
+    def case12():
+        text = t.config_text()
+        text = text.replace(ORG_KEY_URI, "file:" + t.p("revoked.key"))
+        text = text.replace(t.p("org.pem"), t.p("revoked.pem"))
+        text = text.replace('token = "org-token";', 'token = "";')
+        conf = os.path.join(t.mdir, "revoked-identity.conf")
+        with open(conf, "w") as f:
+            f.write(text)
+        r = subprocess.run([t.milter_bin, "-n", "-c", conf], capture_output=True, text=True,
+                           env=t.milter_env(), timeout=60)
+        out = r.stdout + r.stderr
+        if r.returncode == 0 or "own-certificate-revoked" not in out:
+            raise Fail("-n exit %d, output %r" % (r.returncode, out[-400:]))
+        t.start_milter(conf)
+        msgid = new_msgid("ownrevoked")
+        msg = make_message(msgid, "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
+                           "Chứng thư của cơ quan đã bị thu hồi", attach=False)
+        code, text2 = t.submit(msg, "vanphong@backan.gov.vn",
+                               ["vanthu@sonoivu.backan.gov.vn"], auth=True)
+        if code // 100 != 4:
+            raise Fail("expected 4xx while our certificate is revoked, got %d %s" % (code, text2))
+        if t.delivered(msgid, NO_DELIVERY_WAIT) is not None:
+            raise Fail("delivered with a revoked signing certificate")
+        return "-n: own-certificate-revoked (exit %d); submission %d %s" % (
+            r.returncode, code, text2.replace("\n", " "))
+    check("12 own certificate revoked: -n reports it, signing refused (4xx)", case12)
+
     # 5. token unavailable
     state = {}
 
