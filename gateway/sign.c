@@ -326,50 +326,101 @@ static int cms_has_cert(CMS_ContentInfo *cms, X509 *x)
     return found;
 }
 
-/* Adds our SignerInfo to cms, whose existing signers cover content. */
+/* Whether an existing SignerInfo is intact over content: signed attributes
+ * with a SHA-2 messageDigest equal to the content's, and a signature over
+ * them that verifies with the certificate the SignedData carries. */
+static const EVP_MD *intact_signer(CMS_SignerInfo *si, const char *content, size_t len)
+{
+    X509_ALGOR *dig = NULL;
+    X509 *cert = NULL;
+    const EVP_MD *md;
+
+    CMS_SignerInfo_get0_algs(si, NULL, &cert, &dig, NULL);
+    md = dig ? EVP_get_digestbyobj(dig->algorithm) : NULL;
+    if (md == NULL || micalg_name(md) == NULL || cert == NULL ||
+        CMS_signed_get_attr_count(si) < 0 || !signer_digest_matches(si, md, content, len) ||
+        CMS_SignerInfo_verify(si) != 1) {
+        ERR_clear_error();
+        return NULL;
+    }
+    return md;
+}
+
+/* Adds our SignerInfo to cms, whose existing signers must all cover content.
+ * Our messageDigest is computed here from the content itself, never copied
+ * from another SignerInfo: co-signing must vouch for these bytes and no
+ * others. */
 static kyso_status add_cosigner(CMS_ContentInfo *cms, const kyso_signer *s, const char *content,
                                 size_t len)
 {
     STACK_OF(CMS_SignerInfo) *sis = CMS_get0_SignerInfos(cms);
+    STACK_OF(X509) *certs = CMS_get1_certs(cms);
+    int n = sis ? sk_CMS_SignerInfo_num(sis) : 0;
+    unsigned char dig[EVP_MAX_MD_SIZE];
+    unsigned int diglen = 0;
     const EVP_MD *md = NULL;
+    CMS_SignerInfo *si;
     EVP_PKEY *key;
+    kyso_status st = KYSO_ERR_POLICY;
 
-    /* Use the digest of an existing signer whose signature covers exactly
-     * this content; that digest is what our SignerInfo will sign too. */
-    for (int i = 0; sis && i < sk_CMS_SignerInfo_num(sis) && md == NULL; i++) {
-        CMS_SignerInfo *si = sk_CMS_SignerInfo_value(sis, i);
-        X509_ALGOR *dig;
-        const EVP_MD *cand;
+    if (certs)
+        CMS_set1_signers_certs(cms, certs, 0);
+    ERR_clear_error();
+    for (int i = 0; i < n; i++) {
+        const EVP_MD *m = intact_signer(sk_CMS_SignerInfo_value(sis, i), content, len);
 
-        CMS_SignerInfo_get0_algs(si, NULL, NULL, &dig, NULL);
-        cand = EVP_get_digestbyobj(dig->algorithm);
-        if (cand && micalg_name(cand) && signer_digest_matches(si, cand, content, len))
-            md = cand;
+        if (m == NULL) {
+            kyso_log(KYSO_LOG_ERR, NULL, "cosign",
+                     "error=\"existing signature %d does not verify over the signed content "
+                     "(or lacks its certificate or a SHA-2 digest); refusing to co-sign\"",
+                     i + 1);
+            goto out;
+        }
+        if (md == NULL)
+            md = m;
     }
     if (md == NULL) {
-        kyso_log(KYSO_LOG_ERR, NULL, "cosign",
-                 "error=\"no existing signature with a SHA-2 digest matches the signed content; "
-                 "refusing to co-sign\"");
-        return KYSO_ERR_POLICY;
+        kyso_log(KYSO_LOG_ERR, NULL, "cosign", "error=\"SignedData has no signer to join\"");
+        goto out;
     }
-    if ((key = kyso_keystore_acquire(s->ks)) == NULL)
-        return KYSO_ERR_KEY;
-    /* CMS_REUSE_DIGEST copies the messageDigest we have just checked. */
-    if (CMS_add1_signer(cms, s->cert, key, md,
-                        CMS_BINARY | CMS_CADES | CMS_REUSE_DIGEST |
-                            (cms_has_cert(cms, s->cert) ? CMS_NOCERTS : 0)) == NULL) {
+    if (!EVP_Digest(content, len, dig, &diglen, md, NULL)) {
+        st = KYSO_ERR_CRYPTO;
+        goto out;
+    }
+    if ((key = kyso_keystore_acquire(s->ks)) == NULL) {
+        st = KYSO_ERR_KEY;
+        goto out;
+    }
+    si = CMS_add1_signer(cms, s->cert, key, md,
+                         CMS_BINARY | CMS_CADES | CMS_PARTIAL |
+                             (cms_has_cert(cms, s->cert) ? CMS_NOCERTS : 0));
+    if (si == NULL ||
+        !CMS_signed_add1_attr_by_NID(si, NID_pkcs9_contentType, V_ASN1_OBJECT,
+                                     OBJ_nid2obj(NID_pkcs7_data), -1) ||
+        !CMS_signed_add1_attr_by_NID(si, NID_pkcs9_messageDigest, V_ASN1_OCTET_STRING, dig,
+                                     (int)diglen)) {
         kyso_keystore_release(s->ks);
         kyso_log_openssl(KYSO_LOG_ERR, NULL, "cosign");
-        return KYSO_ERR_KEY;
+        st = KYSO_ERR_CRYPTO;
+        goto out;
+    }
+    if (CMS_SignerInfo_sign(si) != 1) {
+        kyso_keystore_release(s->ks);
+        kyso_log_openssl(KYSO_LOG_ERR, NULL, "cosign");
+        st = KYSO_ERR_KEY; /* the token is the usual reason a signature fails */
+        goto out;
     }
     kyso_keystore_release(s->ks);
-    for (int i = 0; i < sk_X509_num(s->chain); i++) {
+    st = KYSO_OK;
+    for (int i = 0; i < sk_X509_num(s->chain) && st == KYSO_OK; i++) {
         X509 *x = sk_X509_value(s->chain, i);
 
         if (!cms_has_cert(cms, x) && !CMS_add1_cert(cms, x))
-            return KYSO_ERR_CRYPTO;
+            st = KYSO_ERR_CRYPTO;
     }
-    return KYSO_OK;
+out:
+    sk_X509_pop_free(certs, X509_free);
+    return st;
 }
 
 static CMS_ContentInfo *signed_data_of(const char *b64, size_t len, int want_content)
