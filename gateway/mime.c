@@ -241,6 +241,20 @@ kyso_status kyso_ctype_parse(kyso_ctype *ct, const char *value, size_t len)
 
         if (prm->pa_name == NULL || prm->pa_value == NULL)
             continue;
+        /* RFC 2231 forms (boundary*, boundary*0, ...) of a parameter that
+         * decides structure would let two parsers see two structures. */
+        {
+            static const char *const decisive[] = {"boundary", "protocol", "micalg", "smime-type"};
+            const char *star = strchr(prm->pa_name, '*');
+
+            for (size_t k = 0; star && k < sizeof(decisive) / sizeof(decisive[0]); k++) {
+                size_t n = strlen(decisive[k]);
+
+                if ((size_t)(star - prm->pa_name) == n &&
+                    strncasecmp(prm->pa_name, decisive[k], n) == 0)
+                    goto out;
+            }
+        }
         if (strcasecmp(prm->pa_name, "boundary") == 0) {
             slot = &ct->boundary;
             lower = 0;

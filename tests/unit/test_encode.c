@@ -237,6 +237,27 @@ static void test_content_type_parse_rejects_half_understood_values(void **state)
     assert_int_equal(kyso_ctype_parse(&ct, "text/plain; charset=\"utf-8", 26), KYSO_ERR_PARSE);
     assert_int_equal(kyso_ctype_parse(&ct, "multipart/mixed; boundary=a; boundary=b", 40),
                      KYSO_ERR_PARSE);
+    /* RFC 2231 spellings of a structural parameter: another parser could
+     * honour them and see other parts than we verified. */
+    {
+        static const char *const ambiguous[] = {
+            "multipart/signed; boundary*=us-ascii''ZZ; boundary=\"BB\"",
+            "multipart/signed; boundary*0=Z; boundary=BB",
+            "multipart/signed; PROTOCOL*=''application/pkcs7-signature; boundary=BB",
+            "application/pkcs7-mime; smime-type*=''signed-data",
+        };
+
+        for (size_t i = 0; i < sizeof(ambiguous) / sizeof(ambiguous[0]); i++)
+            assert_int_equal(kyso_ctype_parse(&ct, ambiguous[i], strlen(ambiguous[i])),
+                             KYSO_ERR_PARSE);
+    }
+    /* Other parameters may use RFC 2231 freely. */
+    {
+        const char *fine = "text/plain; name*=utf-8''%C4%91.txt";
+
+        assert_int_equal(kyso_ctype_parse(&ct, fine, strlen(fine)), KYSO_OK);
+        kyso_ctype_clear(&ct);
+    }
 }
 
 int main(void)
