@@ -133,6 +133,7 @@ static const field identity_fields[] = {
     {"cert", F_STR, D(cert), 0, NULL, 0, 0, NULL},
     {"chain", F_STR, D(chain), 0, "", 0, 0, NULL},
     {"senders", F_STRLIST, D(senders), D(nsenders), NULL, 0, 0, NULL},
+    {"logins", F_STRLIST, D(logins), D(nlogins), NULL, 0, 0, NULL},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL}};
 #undef D
 
@@ -527,6 +528,7 @@ void kyso_config_free(kyso_config *c)
         free(id->cert);
         free(id->chain);
         free_list(id->senders, id->nsenders);
+        free_list(id->logins, id->nlogins);
     }
     free(c->identities);
     free_list(c->outbound.internal_networks, c->outbound.ninternal_networks);

@@ -37,6 +37,8 @@ typedef struct {
     char *chain;
     char **senders;
     size_t nsenders;
+    char **logins; /* SMTP AUTH logins allowed to use it; empty: any login */
+    size_t nlogins;
     int line;
 } kyso_conf_identity;
 
@@ -99,6 +101,10 @@ const kyso_conf_token *kyso_config_token(const kyso_config *c, const char *name)
 
 /* The identity whose senders cover addr (case-insensitive), or NULL. */
 const kyso_conf_identity *kyso_policy_identity_for(const kyso_config *c, const char *addr);
+/* Whether an SMTP AUTH login (NULL: not authenticated) may sign with id:
+ * its logins list names it exactly or by "@domain"; an empty list admits
+ * any login and unauthenticated internal clients. */
+int kyso_policy_login_allowed(const kyso_conf_identity *id, const char *login);
 /* Whether addr ("1.2.3.4" or IPv6 text) lies in one of the CIDRs. */
 int kyso_policy_addr_in(char *const *cidrs, size_t n, const char *addr);
 /* Whether a sender's domain matches "domain" or "*.domain" patterns. */

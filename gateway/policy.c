@@ -49,6 +49,25 @@ const kyso_conf_identity *kyso_policy_identity_for(const kyso_config *c, const c
     return NULL;
 }
 
+int kyso_policy_login_allowed(const kyso_conf_identity *id, const char *login)
+{
+    if (id->nlogins == 0)
+        return 1;
+    for (size_t i = 0; login && i < id->nlogins; i++) {
+        const char *pat = id->logins[i];
+
+        if (pat[0] == '@') {
+            const char *at = strrchr(login, '@');
+
+            if (at && strcasecmp(at, pat) == 0)
+                return 1;
+        } else if (strcasecmp(pat, login) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Parses "addr/bits"; returns the family or -1. */
 static int parse_cidr(const char *cidr, unsigned char net[16], int *bits)
 {

@@ -28,6 +28,7 @@ typedef struct {
     /* the message in progress */
     char qid[64];
     int authenticated;
+    char login[256]; /* {auth_authen}, "" when not authenticated */
     int rcpt_wanted;
     kyso_buf hdrs; /* "Name:value\r\n" as received */
     kyso_buf body;
@@ -102,6 +103,7 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
     msg_reset(c);
     take_snapshot(c);
     c->authenticated = auth != NULL && *auth != '\0';
+    snprintf(c->login, sizeof(c->login), "%s", c->authenticated ? auth : "");
     qid_of(ctx, c);
     return SMFIS_CONTINUE;
 }
@@ -368,6 +370,16 @@ static sfsistat outbound(SMFICTX *ctx, conn_ctx *c)
         rc = act(ctx, c, (kyso_action)conf->outbound.on_no_identity,
                  "Kyso: no signing identity for this sender",
                  "Kyso: no signing identity for this sender");
+        goto out;
+    }
+    /* One official's login must not sign as another's identity. */
+    if (!kyso_policy_login_allowed(id, c->authenticated ? c->login : NULL)) {
+        kyso_log(KYSO_LOG_WARNING, qid, "not-signed",
+                 "from=%s identity=%s login=%s reason=\"login not allowed for this identity\"",
+                 from, id->name, c->authenticated ? c->login : "(none)");
+        rc = act(ctx, c, (kyso_action)conf->outbound.on_no_identity,
+                 "Kyso: this login may not sign for this sender",
+                 "Kyso: this login may not sign for this sender");
         goto out;
     }
     if (!c->rcpt_wanted) {

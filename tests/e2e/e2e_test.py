@@ -1299,6 +1299,29 @@ def run_cases(t):
             r.returncode, code, text2.replace("\n", " "))
     check("12 own certificate revoked: -n reports it, signing refused (4xx)", case12)
 
+    # 13. an identity bound to other logins does not sign for this one
+    def case13():
+        text = t.config_text().replace('senders = [', 'logins = [ "chutich@backan.gov.vn" ];\n    senders = [', 1)
+        conf = os.path.join(t.mdir, "logins.conf")
+        with open(conf, "w") as f:
+            f.write(text)
+        t.start_milter(conf)
+        msgid = new_msgid("loginmismatch")
+        msg = make_message(msgid, "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
+                           "Đăng nhập không khớp", attach=False)
+        code, text2 = t.submit(msg, "vanphong@backan.gov.vn",
+                               ["vanthu@sonoivu.backan.gov.vn"], auth=True)
+        if code != 250:
+            raise Fail("submission refused: %d %s" % (code, text2))
+        raw = t.must_deliver(msgid, "mail from a login not bound to the identity")
+        if is_multipart_signed(raw):
+            raise Fail("signed although the login (official@) is not in logins")
+        log = open(t.milter_log, errors="replace").read()
+        if "login not allowed for this identity" not in log:
+            raise Fail("no log line explaining why it was not signed")
+        return "delivered unsigned, logged"
+    check("13 identity bound to other logins: not signed for this login", case13)
+
     # 5. token unavailable
     state = {}
 

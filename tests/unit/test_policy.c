@@ -112,6 +112,23 @@ static void test_config_rejects_bad_values_with_their_line(void **state)
     }
 }
 
+static void test_sample_configs_load(void **state)
+{
+    static const char *const samples[] = {KYSO_SOURCE_DIR "/etc/kyso.conf",
+                                          KYSO_SOURCE_DIR "/etc/kyso-vi.conf"};
+
+    for (size_t i = 0; i < 2; i++) {
+        kyso_config *c = NULL;
+        char err[300] = "";
+
+        if (kyso_config_load(&c, samples[i], err, sizeof(err)) != KYSO_OK)
+            fail_msg("%s", err);
+        assert_int_equal(c->nidentities, 1);
+        assert_int_equal(c->identities[0].nlogins, 1);
+        kyso_config_free(c);
+    }
+}
+
 static void test_identity_patterns_exact_domain_and_subdomain(void **state)
 {
     kyso_config *c = good();
@@ -125,6 +142,22 @@ static void test_identity_patterns_exact_domain_and_subdomain(void **state)
     assert_null(kyso_policy_identity_for(c, "vanphong@backan.gov.vn.evil.example"));
     assert_null(kyso_policy_identity_for(c, NULL));
     kyso_config_free(c);
+}
+
+static void test_logins_bind_an_identity_to_its_officials(void **state)
+{
+    char *logins[] = {"vanphong@backan.gov.vn", "@vp.backan.gov.vn"};
+    kyso_conf_identity id = {0};
+
+    assert_true(kyso_policy_login_allowed(&id, "anyone@x.vn")); /* no list: any login */
+    assert_true(kyso_policy_login_allowed(&id, NULL));
+    id.logins = logins;
+    id.nlogins = 2;
+    assert_true(kyso_policy_login_allowed(&id, "VanPhong@backan.gov.vn"));
+    assert_true(kyso_policy_login_allowed(&id, "thuky@vp.backan.gov.vn"));
+    assert_false(kyso_policy_login_allowed(&id, "chutich@backan.gov.vn"));
+    assert_false(kyso_policy_login_allowed(&id, "x@evil.vp.backan.gov.vn"));
+    assert_false(kyso_policy_login_allowed(&id, NULL)); /* unauthenticated internal client */
 }
 
 static void test_internal_networks_match_v4_v6_and_mapped(void **state)
@@ -226,7 +259,9 @@ int main(void)
         cmocka_unit_test(test_config_defaults_fill_what_the_file_leaves_out),
         cmocka_unit_test(test_config_unknown_key_names_file_line_and_key),
         cmocka_unit_test(test_config_rejects_bad_values_with_their_line),
+        cmocka_unit_test(test_sample_configs_load),
         cmocka_unit_test(test_identity_patterns_exact_domain_and_subdomain),
+        cmocka_unit_test(test_logins_bind_an_identity_to_its_officials),
         cmocka_unit_test(test_internal_networks_match_v4_v6_and_mapped),
         cmocka_unit_test(test_inbound_action_follows_domain_policy),
         cmocka_unit_test(test_only_our_authserv_id_is_recognised),
