@@ -451,8 +451,31 @@ kyso_status kyso_entity_from(const kyso_entity *e, char **addr)
     flat_len = strlen(flat);
     if (mailimf_mailbox_list_parse(flat, flat_len, &idx, &list) != MAILIMF_NO_ERROR)
         goto out;
-    while (idx < flat_len && (flat[idx] == ' ' || flat[idx] == '\t'))
-        idx++;
+    /* Trailing CFWS is valid (addr-spec followed by a comment). */
+    while (idx < flat_len) {
+        if (flat[idx] == ' ' || flat[idx] == '\t') {
+            idx++;
+        } else if (flat[idx] == '(') {
+            int depth = 0;
+
+            for (; idx < flat_len; idx++) {
+                if (flat[idx] == '\\' && idx + 1 < flat_len) {
+                    idx++;
+                    continue;
+                }
+                if (flat[idx] == '(')
+                    depth++;
+                else if (flat[idx] == ')' && --depth == 0) {
+                    idx++;
+                    break;
+                }
+            }
+            if (depth != 0)
+                goto out;
+        } else {
+            break;
+        }
+    }
     if (idx != flat_len || clist_count(list->mb_list) != 1)
         goto out;
     mb = clist_content(clist_begin(list->mb_list));
@@ -461,6 +484,18 @@ kyso_status kyso_entity_from(const kyso_entity *e, char **addr)
     if ((*addr = strdup(mb->mb_addr_spec)) == NULL) {
         st = KYSO_ERR_NOMEM;
         goto out;
+    }
+    /* "user@domain." is the same mailbox as "user@domain". */
+    {
+        size_t n = strlen(*addr);
+
+        if (n > 0 && (*addr)[n - 1] == '.')
+            (*addr)[n - 1] = '\0';
+        if (!addr_spec_sane(*addr)) {
+            free(*addr);
+            *addr = NULL;
+            goto out;
+        }
     }
     st = KYSO_OK;
 out:

@@ -170,25 +170,55 @@ kyso_action kyso_policy_inbound_action(const kyso_config *c, const kyso_verdict 
     /* A check that could not be made now is not the sender's fault. */
     if (v->result == KYSO_RESULT_TEMPERROR)
         return (kyso_action)c->inbound.on_temperror;
-    if (v->result == KYSO_RESULT_PASS || !kyso_policy_domain_must_sign(c, v->from))
+    if (v->result == KYSO_RESULT_PASS)
+        return KYSO_ACT_TAG;
+    /* A From nobody can read (missing, several, malformed) could hide a
+     * must-sign domain: when such domains are configured, it gets their
+     * policy rather than a way around it. */
+    if (v->from == NULL ? c->inbound.nmust_sign_domains == 0
+                        : !kyso_policy_domain_must_sign(c, v->from))
         return KYSO_ACT_TAG;
     return v->result == KYSO_RESULT_NONE ? (kyso_action)c->inbound.on_unsigned
                                          : (kyso_action)c->inbound.on_invalid;
 }
 
+/* Skips white space and (nested) comments: RFC 5322 CFWS. */
+static const char *skip_cfws(const char *p)
+{
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (*p != '(')
+            return p;
+        for (int depth = 0; *p; p++) {
+            if (*p == '\\' && p[1]) {
+                p++;
+                continue;
+            }
+            if (*p == '(')
+                depth++;
+            else if (*p == ')' && --depth == 0) {
+                p++;
+                break;
+            }
+        }
+    }
+}
+
 int kyso_policy_ar_is_ours(const char *value, const char *authserv_id)
 {
     size_t n = strlen(authserv_id);
-    const char *p = value;
+    const char *p = skip_cfws(value);
 
-    /* authserv-id is the first token, maybe after CFWS (RFC 8601 2.2). */
-    while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
-        p++;
+    /* authserv-id is the first token after CFWS (RFC 8601 2.2), perhaps
+     * quoted, perhaps with a trailing dot as a fully qualified name. */
     if (*p == '"')
         p++;
     if (strncasecmp(p, authserv_id, n) != 0)
         return 0;
     p += n;
+    if (*p == '.')
+        p++;
     if (*p == '"')
         p++;
     return *p == ';' || *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '(' ||

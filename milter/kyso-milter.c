@@ -34,6 +34,7 @@ typedef struct {
     kyso_buf body;
     size_t body_seen;
     int oversize;
+    int had_our_ar; /* arrived carrying our own Authentication-Results */
 } conn_ctx;
 
 static void msg_reset(conn_ctx *c)
@@ -45,6 +46,7 @@ static void msg_reset(conn_ctx *c)
     kyso_buf_free(&c->body);
     c->body_seen = 0;
     c->oversize = 0;
+    c->had_our_ar = 0;
 }
 
 static const char *qid_of(SMFICTX *ctx, conn_ctx *c)
@@ -262,9 +264,10 @@ static int delete_forged(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int ind
     int drop = 0;
 
     if (name && value) {
-        if (strcasecmp(name, "Authentication-Results") == 0)
+        if (strcasecmp(name, "Authentication-Results") == 0) {
             drop = kyso_policy_ar_is_ours(value, c->snap->conf->inbound.authserv_id);
-        else if (strncasecmp(name, "X-Kyso-", 7) == 0)
+            c->had_our_ar |= drop;
+        } else if (strncasecmp(name, "X-Kyso-", 7) == 0)
             drop = 1;
     }
     if (drop) {
@@ -527,7 +530,16 @@ static sfsistat on_eom(SMFICTX *ctx)
         msg_reset(c);
         return SMFIS_TEMPFAIL;
     }
-    if (is_outbound(c)) {
+    if (is_outbound(c) && c->had_our_ar) {
+        /* Our badge on arrival means this mail came in from outside once
+         * already (a local redirect, a list manager re-injecting it): it is
+         * not ours to sign, however it reaches us now. */
+        kyso_log(KYSO_LOG_WARNING, c->qid[0] ? c->qid : NULL, "not-signed",
+                 "client=%s reason=\"carries our Authentication-Results: re-injected inbound "
+                 "mail\" action=verify",
+                 c->addr);
+        rc = inbound(ctx, c);
+    } else if (is_outbound(c)) {
         rewrite_subject(ctx, c, NULL);
         rc = outbound(ctx, c);
     } else {

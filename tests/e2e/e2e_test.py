@@ -952,6 +952,26 @@ def run_cases(t):
         return "signed, kyso verify pass"
     check("1b internal-network sender is signed", case1b)
 
+    # 1c. inbound mail re-injected from an internal address (a local
+    #     redirect) still carries our badge: it is verified, not signed
+    def case1c():
+        msgid = new_msgid("reinjected")
+        sent = make_message(msgid, "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
+                            "Thư chuyển tiếp nội bộ", attach=False,
+                            extra_headers=["Authentication-Results: %s; smime=none" % AUTHSERV_ID])
+        code, text = t.submit(sent, "vanphong@backan.gov.vn",
+                              ["vanthu@sonoivu.backan.gov.vn"], source="127.0.0.2")
+        if code != 250:
+            raise Fail("submission refused: %d %s" % (code, text))
+        raw = t.must_deliver(msgid, "re-injected mail")
+        if is_multipart_signed(raw):
+            raise Fail("re-injected inbound mail was signed with our key")
+        ars = our_ar(raw)
+        if len(ars) != 1 or "smime=none" not in ars[0]:
+            raise Fail("expected our fresh A-R smime=none, got %r" % ars)
+        return "not signed; verified: %s" % ars[0][:60]
+    check("1c re-injected inbound mail (our A-R on arrival) is not signed", case1c)
+
     # 2. external client forging our From
     def case2():
         msgid = new_msgid("forged")

@@ -196,6 +196,9 @@ static void test_from_needs_exactly_one_mailbox(void **state)
     const char *cases[][2] = {
         {"From: \"Nguyễn Văn An\" <an@backan.gov.vn>\r\n\r\n", "an@backan.gov.vn"},
         {"From: an@backan.gov.vn\r\n\r\n", "an@backan.gov.vn"},
+        {"From: an@backan.gov.vn (Chu (tich))\r\n\r\n", "an@backan.gov.vn"},
+        {"From: an@backan.gov.vn.\r\n\r\n", "an@backan.gov.vn"},
+        {"From: an@backan.gov.vn (unclosed\r\n\r\n", NULL},
         {"From: a@x.vn, b@x.vn\r\n\r\n", NULL},
         {"From: a@x.vn\r\nFrom: b@x.vn\r\n\r\n", NULL},
         {"From: x <<a@b>\r\n\r\n", NULL},

@@ -197,6 +197,11 @@ static void test_inbound_action_follows_domain_policy(void **state)
     assert_int_equal(kyso_policy_inbound_action(c, &v), KYSO_ACT_TAG);
     v.from = "x@backan.vn";
     assert_int_equal(kyso_policy_inbound_action(c, &v), KYSO_ACT_REJECT);
+    /* An unreadable From cannot dodge the must-sign policy. */
+    v.from = NULL;
+    assert_int_equal(kyso_policy_inbound_action(c, &v), KYSO_ACT_REJECT);
+    v.result = KYSO_RESULT_NONE;
+    assert_int_equal(kyso_policy_inbound_action(c, &v), KYSO_ACT_TAG); /* on_unsigned = tag */
     kyso_config_free(c);
 }
 
@@ -209,6 +214,11 @@ static void test_only_our_authserv_id_is_recognised(void **state)
     assert_false(
         kyso_policy_ar_is_ours("mail.backan.gov.vn.evil; smime=pass", "mail.backan.gov.vn"));
     assert_false(kyso_policy_ar_is_ours("mx.google.com; dkim=pass", "mail.backan.gov.vn"));
+    /* RFC 8601 allows CFWS before the authserv-id; a forger will use it. */
+    assert_true(kyso_policy_ar_is_ours("(x) mail.backan.gov.vn; smime=pass", "mail.backan.gov.vn"));
+    assert_true(kyso_policy_ar_is_ours(" (a (nested) \\) comment)\n\tmail.backan.gov.vn.; none",
+                                       "mail.backan.gov.vn"));
+    assert_true(kyso_policy_ar_is_ours("\"mail.backan.gov.vn\"; smime=pass", "mail.backan.gov.vn"));
 }
 
 static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state)
