@@ -530,10 +530,10 @@ static sfsistat on_eom(SMFICTX *ctx)
         msg_reset(c);
         return SMFIS_TEMPFAIL;
     }
-    if (is_outbound(c) && c->had_our_ar) {
-        /* Our badge on arrival means this mail came in from outside once
-         * already (a local redirect, a list manager re-injecting it): it is
-         * not ours to sign, however it reaches us now. */
+    if (is_outbound(c) && !c->authenticated && c->had_our_ar) {
+        /* Our badge on arrival, from an internal address without a login,
+         * means this mail came in from outside once already (a local
+         * redirect, a list manager re-injecting it): not ours to sign. */
         kyso_log(KYSO_LOG_WARNING, c->qid[0] ? c->qid : NULL, "not-signed",
                  "client=%s reason=\"carries our Authentication-Results: re-injected inbound "
                  "mail\" action=verify",
