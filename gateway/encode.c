@@ -124,6 +124,15 @@ static kyso_status qp_line(kyso_buf *out, const unsigned char *p, size_t len)
             if ((st = kyso_buf_append(out, "=\r\n", 3)) != KYSO_OK)
                 return st;
             col = 0;
+            /* A soft break starts a new line in transit too: protect it
+             * like any other line start. */
+            if (tlen == 1 && ((c == 'F' && len - i >= 5 && memcmp(p + i, "From ", 5) == 0) ||
+                              (c == '.' && last))) {
+                tok[0] = '=';
+                tok[1] = hex[c >> 4];
+                tok[2] = hex[c & 15];
+                tlen = 3;
+            }
         }
         if ((st = kyso_buf_append(out, tok, tlen)) != KYSO_OK)
             return st;

@@ -48,6 +48,20 @@ static void test_qp_protects_from_trailing_space_and_dot(void **state)
     kyso_buf_free(&b);
 }
 
+static void test_qp_soft_break_never_starts_a_line_with_from(void **state)
+{
+    kyso_buf b = KYSO_BUF_INIT;
+    char in[200];
+
+    /* 75 columns of text, then "From me": the soft break falls before "F". */
+    memset(in, 'a', 75);
+    strcpy(in + 75, "From me");
+    assert_int_equal(kyso_qp_encode(&b, in, strlen(in)), KYSO_OK);
+    assert_null(strstr(b.data, "\r\nFrom "));
+    assert_non_null(strstr(b.data, "=\r\n=46rom me"));
+    kyso_buf_free(&b);
+}
+
 static void test_qp_soft_breaks_keep_every_line_within_76(void **state)
 {
     kyso_buf b = KYSO_BUF_INIT;
@@ -269,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_canon_turns_lone_lf_into_crlf_and_keeps_crlf),
         cmocka_unit_test(test_qp_protects_from_trailing_space_and_dot),
         cmocka_unit_test(test_qp_soft_breaks_keep_every_line_within_76),
+        cmocka_unit_test(test_qp_soft_break_never_starts_a_line_with_from),
         cmocka_unit_test(test_base64_round_trip_and_rejects_garbage),
         cmocka_unit_test(test_7bit_text_8bit_becomes_quoted_printable),
         cmocka_unit_test(test_7bit_safe_part_is_copied_byte_for_byte),
