@@ -30,6 +30,7 @@ typedef enum {
     KYSO_ERR_TOO_BIG,     /* input exceeds a configured size or depth limit */
     KYSO_ERR_UNSUPPORTED, /* valid input Kyso does not handle */
     KYSO_ERR_KEY,         /* key store unavailable: module, token, login, key */
+    KYSO_ERR_CERT,        /* our signing certificate is expired, not yet valid or revoked */
     KYSO_ERR_CRYPTO,      /* OpenSSL refused an operation */
     KYSO_ERR_POLICY,      /* refused on purpose (e.g. existing signature broken) */
     KYSO_ERR_INTERNAL

@@ -34,6 +34,7 @@
 #define MAX_CRL            (16 * 1024 * 1024)
 #define CLOCK_SKEW         300  /* seconds allowed around thisUpdate/nextUpdate */
 #define NO_NEXT_UPDATE_TTL 3600 /* cache time of answers without nextUpdate */
+#define MAX_UNBOUNDED_AGE  3600 /* age limit of answers with neither nonce nor nextUpdate */
 #define REFRESH_MARGIN     0.2  /* refresh a CRL in the last fifth of its life */
 
 typedef struct {
@@ -497,7 +498,10 @@ static int check_ocsp(kyso_revoker *r, X509 *cert, X509 *issuer, X509_STORE *sto
                  url);
         goto out;
     }
-    if (!OCSP_check_validity(thisupd, nextupd, CLOCK_SKEW, -1)) {
+    /* Without a nonce and without nextUpdate nothing bounds how old a
+     * (possibly replayed) answer is: then it must be recent. */
+    if (!OCSP_check_validity(thisupd, nextupd, CLOCK_SKEW,
+                             nonce == 1 || nextupd != NULL ? -1 : MAX_UNBOUNDED_AGE)) {
         kyso_log(KYSO_LOG_WARNING, NULL, "ocsp", "url=%s error=\"stale response\"", url);
         goto out;
     }

@@ -553,7 +553,7 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
                  "error=\"signing certificate is expired or not yet valid\"");
         /* The identity cannot sign until an admin installs a new
          * certificate; mail waits for that rather than bouncing. */
-        st = KYSO_ERR_KEY;
+        st = KYSO_ERR_CERT;
         goto out;
     }
     /* Not canonicalised yet: a binary part must keep its bytes, so line

@@ -20,6 +20,8 @@ const char *kyso_status_str(kyso_status st)
         return "unsupported input";
     case KYSO_ERR_KEY:
         return "key store unavailable";
+    case KYSO_ERR_CERT:
+        return "signing certificate not usable (expired, not yet valid or revoked)";
     case KYSO_ERR_CRYPTO:
         return "cryptographic operation failed";
     case KYSO_ERR_POLICY:

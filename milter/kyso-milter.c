@@ -190,47 +190,98 @@ static sfsistat act(SMFICTX *ctx, conn_ctx *c, kyso_action a, const char *why_tm
     return SMFIS_CONTINUE;
 }
 
-/* Calls fn for each received header field, with its 1-based index among
- * fields of the same name, last first, so deletions keep indices valid. */
+/* Calls fn, last first so deletions keep indices valid, for each received
+ * header field that wants() selects, with its 1-based index among the
+ * fields of the same name (what smfi_chgheader counts). wants() must decide
+ * by name alone. Sorting keeps this O(n log n): a header of 20,000 fields
+ * must not cost seconds. */
 typedef int (*field_fn)(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int index);
+typedef int (*field_pred)(const kyso_field *f);
 
-static int field_index(conn_ctx *c, const kyso_field *target)
-{
-    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
-    size_t pos = 0;
+typedef struct {
     kyso_field f;
-    int idx = 0;
+    size_t ord;
+    int index;
+} field_hit;
 
-    while (kyso_field_next(&e, &pos, &f)) {
-        if (f.name_len == target->name_len && strncasecmp(f.name, target->name, f.name_len) == 0)
-            idx++;
-        if (f.field == target->field)
-            return idx;
-    }
-    return 0;
+static int by_name_then_order(const void *a, const void *b)
+{
+    const field_hit *x = a, *y = b;
+    size_t n = x->f.name_len < y->f.name_len ? x->f.name_len : y->f.name_len;
+    int r = strncasecmp(x->f.name, y->f.name, n);
+
+    if (r == 0 && x->f.name_len != y->f.name_len)
+        r = x->f.name_len < y->f.name_len ? -1 : 1;
+    if (r == 0)
+        r = x->ord < y->ord ? -1 : x->ord > y->ord;
+    return r;
 }
 
-static int each_field_reverse(SMFICTX *ctx, conn_ctx *c, field_fn fn)
+static int by_order_descending(const void *a, const void *b)
+{
+    const field_hit *x = a, *y = b;
+
+    return x->ord < y->ord ? 1 : x->ord > y->ord ? -1 : 0;
+}
+
+static int each_field_reverse(SMFICTX *ctx, conn_ctx *c, field_pred wants, field_fn fn)
 {
     kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
-    kyso_field f, *fields;
-    size_t pos = 0, n = 0, i = 0;
+    kyso_field f;
+    field_hit *hits = NULL;
+    size_t pos = 0, n = 0, k = 0, ord = 0;
 
     /* Every field is visited however many there are: a forged badge must
      * not survive by hiding behind a thousand others. */
     while (kyso_field_next(&e, &pos, &f))
-        n++;
+        n += wants(&f) != 0;
     if (n == 0)
         return 0;
-    if ((fields = calloc(n, sizeof(*fields))) == NULL)
+    if ((hits = calloc(n, sizeof(*hits))) == NULL)
         return -1;
     pos = 0;
-    while (i < n && kyso_field_next(&e, &pos, &fields[i]))
-        i++;
-    while (i-- > 0)
-        fn(ctx, c, &fields[i], field_index(c, &fields[i]));
-    free(fields);
+    while (k < n && kyso_field_next(&e, &pos, &f)) {
+        if (wants(&f)) {
+            hits[k].f = f;
+            hits[k].ord = ord;
+            k++;
+        }
+        ord++;
+    }
+    qsort(hits, k, sizeof(*hits), by_name_then_order);
+    for (size_t i = 0; i < k; i++)
+        hits[i].index =
+            i > 0 && hits[i].f.name_len == hits[i - 1].f.name_len &&
+                    strncasecmp(hits[i].f.name, hits[i - 1].f.name, hits[i].f.name_len) == 0
+                ? hits[i - 1].index + 1
+                : 1;
+    qsort(hits, k, sizeof(*hits), by_order_descending);
+    for (size_t i = 0; i < k; i++)
+        fn(ctx, c, &hits[i].f, hits[i].index);
+    free(hits);
     return 0;
+}
+
+static int name_is(const kyso_field *f, const char *name)
+{
+    return kyso_field_is(f, name);
+}
+
+static int name_has_prefix(const kyso_field *f, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return f->name_len >= n && strncasecmp(f->name, prefix, n) == 0;
+}
+
+static int is_badge_field(const kyso_field *f)
+{
+    return name_is(f, "Authentication-Results") || name_has_prefix(f, "X-Kyso-");
+}
+
+static int is_mime_field(const kyso_field *f)
+{
+    return name_has_prefix(f, "Content-") || name_is(f, "MIME-Version");
 }
 
 static char *field_name(const kyso_field *f)
@@ -314,7 +365,7 @@ static int apply_signed(SMFICTX *ctx, conn_ctx *c, const kyso_buf *out, kyso_sig
 
     kyso_entity_split(&e, out->data, out->len);
     if (what == KYSO_SIGNED_NEW) {
-        if (each_field_reverse(ctx, c, delete_content_fields) != 0)
+        if (each_field_reverse(ctx, c, is_mime_field, delete_content_fields) != 0)
             return -1;
         while (kyso_field_next(&e, &pos, &f)) {
             char *name = field_name(&f), *value = field_value(&f);
@@ -399,8 +450,9 @@ static sfsistat outbound(SMFICTX *ctx, conn_ctx *c)
         /* Retrying cannot help a message Kyso cannot sign as it is
          * (malformed MIME, a broken signature to co-sign): the sender is
          * told now instead of after days of retries. */
-        if (a == KYSO_ACT_TEMPFAIL && st != KYSO_ERR_KEY && st != KYSO_ERR_NOMEM &&
-            st != KYSO_ERR_IO && st != KYSO_ERR_INTERNAL && st != KYSO_ERR_CRYPTO)
+        if (a == KYSO_ACT_TEMPFAIL && st != KYSO_ERR_KEY && st != KYSO_ERR_CERT &&
+            st != KYSO_ERR_NOMEM && st != KYSO_ERR_IO && st != KYSO_ERR_INTERNAL &&
+            st != KYSO_ERR_CRYPTO)
             a = KYSO_ACT_REJECT;
         kyso_log_openssl(KYSO_LOG_ERR, qid, "sign-error");
         kyso_log(KYSO_LOG_ERR, qid, "sign-failed", "from=%s identity=%s error=\"%s\" action=%s",
@@ -526,7 +578,7 @@ static sfsistat on_eom(SMFICTX *ctx)
     qid_of(ctx, c);
     /* Only this gateway writes its badge, whichever way the mail goes:
      * an official's mail to a colleague must not carry a forged one either. */
-    if (each_field_reverse(ctx, c, delete_forged) != 0) {
+    if (each_field_reverse(ctx, c, is_badge_field, delete_forged) != 0) {
         msg_reset(c);
         return SMFIS_TEMPFAIL;
     }

@@ -146,7 +146,7 @@ kyso_status snapshot_sign(const snapshot *snap, size_t identity, kyso_buf *out,
     if (s->unusable) {
         kyso_log(KYSO_LOG_ERR, NULL, "sign-refused",
                  "identity=%s reason=\"own certificate revoked or expired\"", s->name);
-        return KYSO_ERR_KEY; /* mail waits until a usable certificate is installed */
+        return KYSO_ERR_CERT; /* mail waits until a usable certificate is installed */
     }
     st = kyso_sign_message(out, what, sg, msg, len, mode);
     if (st == KYSO_ERR_KEY) {

@@ -44,6 +44,7 @@ static int exit_for(kyso_status st)
     case KYSO_ERR_IO:
         return EX_NOINPUT_;
     case KYSO_ERR_KEY:
+    case KYSO_ERR_CERT:
         return EX_UNAVAILABLE_;
     case KYSO_ERR_PARSE:
     case KYSO_ERR_TOO_BIG:
