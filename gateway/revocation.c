@@ -684,7 +684,10 @@ static X509_CRL *crl_cached(kyso_revoker *r, const char *url)
     return crl;
 }
 
-/* Whether crl is the issuer's, correctly signed and current. */
+/* Whether crl is a complete CRL of the issuer, correctly signed and
+ * current. Partitioned, indirect and delta CRLs (issuingDistributionPoint,
+ * deltaCRLIndicator) and unknown critical extensions are refused: judged as
+ * complete they would call a revoked certificate good. */
 static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
 {
     time_t next = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
@@ -692,11 +695,39 @@ static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
 
     if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) != 0)
         return 0;
+    for (int i = 0; i < X509_CRL_get_ext_count(crl); i++) {
+        X509_EXTENSION *ext = X509_CRL_get_ext(crl, i);
+        int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
+
+        if (nid == NID_issuing_distribution_point || nid == NID_delta_crl)
+            return 0;
+        if (X509_EXTENSION_get_critical(ext) && nid != NID_crl_number &&
+            nid != NID_authority_key_identifier)
+            return 0;
+    }
     if (pk == NULL || X509_CRL_verify(crl, pk) <= 0) {
         ERR_clear_error();
         return 0;
     }
     return next != 0 && next + CLOCK_SKEW > now;
+}
+
+/* Whether fresh is older than what we have (lower cRLNumber): an attacker
+ * on the path could serve last month's CRL, still inside its validity. */
+static int crl_older(X509_CRL *fresh, X509_CRL *have)
+{
+    ASN1_INTEGER *a, *b;
+    int older = 0;
+
+    if (have == NULL)
+        return 0;
+    a = X509_CRL_get_ext_d2i(fresh, NID_crl_number, NULL, NULL);
+    b = X509_CRL_get_ext_d2i(have, NID_crl_number, NULL, NULL);
+    if (a && b)
+        older = ASN1_INTEGER_cmp(a, b) < 0;
+    ASN1_INTEGER_free(a);
+    ASN1_INTEGER_free(b);
+    return older;
 }
 
 static int crl_due(const X509_CRL *crl, time_t now)
@@ -723,7 +754,7 @@ static int check_crl(kyso_revoker *r, X509 *cert, X509 *issuer, long long deadli
     if (crl == NULL || !crl_usable(crl, issuer, now)) {
         X509_CRL *fresh = crl_fetch(r, url, deadline);
 
-        if (fresh && crl_usable(fresh, issuer, now)) {
+        if (fresh && crl_usable(fresh, issuer, now) && !crl_older(fresh, crl)) {
             X509_CRL_free(crl);
             crl = fresh;
             crl_store(r, url, crl);
@@ -814,11 +845,17 @@ int kyso_revoker_refresh(kyso_revoker *r, int force)
     for (size_t i = 0; i < n; i++) {
         X509_CRL *crl = urls[i] ? crl_fetch(r, urls[i], now_ms() + r->o.timeout_ms) : NULL;
 
-        /* Only the issuer can vouch for a CRL; that is checked at use. */
+        /* Only the issuer can vouch for a CRL; that is checked at use. A
+         * lower cRLNumber than the one we hold is a rollback, not news. */
         if (crl) {
-            crl_store(r, urls[i], crl);
+            X509_CRL *have = crl_cached(r, urls[i]);
+
+            if (!crl_older(crl, have)) {
+                crl_store(r, urls[i], crl);
+                refreshed++;
+            }
+            X509_CRL_free(have);
             X509_CRL_free(crl);
-            refreshed++;
         }
         free(urls[i]);
     }
