@@ -149,6 +149,22 @@ static int cert_key(X509 *cert, X509 *issuer, unsigned char key[32])
     return ok;
 }
 
+/* A new file next to path, unique to this writer (threads and processes may
+ * cache the same answer at once); renamed over path when complete. */
+static FILE *temp_beside(const char *path, char *tmp, size_t len)
+{
+    int fd;
+    FILE *f;
+
+    if ((size_t)snprintf(tmp, len, "%s.XXXXXX", path) >= len || (fd = mkstemp(tmp)) < 0)
+        return NULL;
+    if ((f = fdopen(fd, "w")) == NULL) {
+        close(fd);
+        unlink(tmp);
+    }
+    return f;
+}
+
 static void status_path(const kyso_revoker *r, const unsigned char key[32], char *out, size_t len)
 {
     size_t n = (size_t)snprintf(out, len, "%s/status-", r->o.cache_dir);
@@ -205,8 +221,7 @@ static void disk_put(kyso_revoker *r, const unsigned char key[32], const kyso_re
     if (r->o.cache_dir == NULL)
         return;
     status_path(r, key, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if ((f = fopen(tmp, "w")) == NULL)
+    if ((f = temp_beside(path, tmp, sizeof(tmp))) == NULL)
         return;
     fprintf(f, "%d %s %d %lld %lld %lld %lld\n", (int)info->status, info->source, info->reason,
             (long long)info->revoked_at, (long long)info->this_update, (long long)info->checked_at,
@@ -627,9 +642,8 @@ static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl)
         char tmp[4200];
         FILE *f;
 
-        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         /* Written aside and renamed, so a crash never leaves half a CRL. */
-        if ((f = fopen(tmp, "wb")) != NULL) {
+        if ((f = temp_beside(path, tmp, sizeof(tmp))) != NULL) {
             int ok = i2d_X509_CRL_fp(f, crl) > 0;
 
             ok = fclose(f) == 0 && ok;

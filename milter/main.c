@@ -209,7 +209,8 @@ static int supervise(int foreground)
     sigset_t set;
     pid_t child = -1;
     int sig, status = 0, stopping = 0;
-    time_t last_start = 0;
+    unsigned backoff = 0;
+    time_t started = 0;
 
     sigemptyset(&set);
     sigaddset(&set, SIGHUP);
@@ -219,13 +220,20 @@ static int supervise(int foreground)
     sigprocmask(SIG_BLOCK, &set, NULL);
     for (;;) {
         if (child < 0 && !stopping) {
-            /* A worker that dies at once (bad config) is not restarted in a loop. */
-            if (last_start && time(NULL) - last_start < 2) {
-                kyso_log(KYSO_LOG_ERR, NULL, "worker-failed", "status=%d giving-up=yes",
-                         WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+            /* A worker that could not start (bad config, no socket) says so
+             * and exits 1: starting it again would change nothing. One that
+             * crashed is restarted, with a growing pause so a crash on every
+             * message does not spin. */
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 1) {
+                kyso_log(KYSO_LOG_ERR, NULL, "worker-failed", "status=1 giving-up=yes");
                 return 1;
             }
-            last_start = time(NULL);
+            if (backoff) {
+                kyso_log(KYSO_LOG_ERR, NULL, "worker-restart", "in=%us", backoff);
+                sleep(backoff);
+            }
+            backoff = backoff ? (backoff < 32 ? backoff * 2 : 60) : 1;
+            started = time(NULL);
             if ((child = fork()) < 0)
                 return 1;
             if (child == 0) {
@@ -252,6 +260,8 @@ static int supervise(int foreground)
                 if (stopping)
                     return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
                 kyso_log(KYSO_LOG_ERR, NULL, "worker-died", "status=%d restarting=yes", status);
+                if (time(NULL) - started > 60)
+                    backoff = 0; /* it had been running well: restart at once */
             }
             break;
         }
