@@ -46,6 +46,57 @@ kyso_status kyso_read_pin(char *out, size_t outlen, const char *path)
     return KYSO_OK;
 }
 
+/* PINs read so far, by file: a token reopened or added by a reload after
+ * the daemon dropped root can no longer read a root-only PIN file. */
+typedef struct pin_entry {
+    struct pin_entry *next;
+    char *path;
+    char pin[256];
+} pin_entry;
+
+static pthread_mutex_t pins_lock = PTHREAD_MUTEX_INITIALIZER;
+static pin_entry *pins;
+
+static int pin_lookup(const char *path, char *out, size_t outlen, const char *fresh)
+{
+    pin_entry *e;
+    int found = 0;
+
+    pthread_mutex_lock(&pins_lock);
+    for (e = pins; e && strcmp(e->path, path) != 0; e = e->next)
+        ;
+    if (fresh) {
+        if (e == NULL && (e = calloc(1, sizeof(*e))) != NULL) {
+            if ((e->path = strdup(path)) == NULL) {
+                free(e);
+                e = NULL;
+            } else {
+                e->next = pins;
+                pins = e;
+            }
+        }
+        if (e)
+            snprintf(e->pin, sizeof(e->pin), "%s", fresh);
+    } else if (e) {
+        snprintf(out, outlen, "%s", e->pin);
+        found = 1;
+    }
+    pthread_mutex_unlock(&pins_lock);
+    return found;
+}
+
+__attribute__((destructor)) static void pins_free(void)
+{
+    while (pins) {
+        pin_entry *e = pins;
+
+        pins = e->next;
+        OPENSSL_cleanse(e->pin, sizeof(e->pin));
+        free(e->path);
+        free(e);
+    }
+}
+
 static const kyso_keystore_ops *ops_for(const char *uri)
 {
     if (strncmp(uri, "pkcs11:", 7) == 0)
@@ -83,11 +134,15 @@ kyso_status kyso_keystore_new(kyso_keystore **out, const char *uri, const char *
     }
     pthread_rwlock_init(&ks->lock, NULL);
     if (pin_file) {
-        if (kyso_read_pin(ks->pin, sizeof(ks->pin), pin_file) != KYSO_OK)
+        if (kyso_read_pin(ks->pin, sizeof(ks->pin), pin_file) == KYSO_OK) {
+            ks->have_pin = 1;
+            pin_lookup(pin_file, NULL, 0, ks->pin);
+        } else if (pin_lookup(pin_file, ks->pin, sizeof(ks->pin), NULL)) {
+            ks->have_pin = 1;
+        } else {
             kyso_log(KYSO_LOG_ERR, NULL, "keystore", "error=\"cannot read PIN file\" path=%s",
                      pin_file);
-        else
-            ks->have_pin = 1;
+        }
     }
     *out = ks;
     return KYSO_OK;

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "milter.h"
 
 struct signer_slot {
@@ -33,12 +35,30 @@ static signer_slot *slots;
 static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
 static snapshot *current;
 
+/* SHA-256 of a file's bytes in hex, or "-": a certificate renewed in place
+ * must make a new slot on reload, not keep the old certificate. */
+static void file_digest(const char *path, char out[65])
+{
+    kyso_buf b = KYSO_BUF_INIT;
+    unsigned char d[32];
+
+    strcpy(out, "-");
+    if (path[0] && kyso_buf_read_file(&b, path, 16u << 20) == KYSO_OK &&
+        EVP_Digest(b.data, b.len, d, NULL, EVP_sha256(), NULL))
+        for (int i = 0; i < 32; i++)
+            sprintf(out + 2 * i, "%02x", d[i]);
+    kyso_buf_free(&b);
+}
+
 static char *slot_id(const kyso_conf_identity *id, const char *module, const char *pin)
 {
     kyso_buf b = KYSO_BUF_INIT;
+    char cert_d[65], chain_d[65];
 
-    if (kyso_buf_printf(&b, "%s|%s|%s|%s|%s", id->key, module ? module : "", pin ? pin : "",
-                        id->cert, id->chain) != KYSO_OK) {
+    file_digest(id->cert, cert_d);
+    file_digest(id->chain, chain_d);
+    if (kyso_buf_printf(&b, "%s|%s|%s|%s@%s|%s@%s", id->key, module ? module : "", pin ? pin : "",
+                        id->cert, cert_d, id->chain, chain_d) != KYSO_OK) {
         kyso_buf_free(&b);
         return NULL;
     }
