@@ -51,9 +51,16 @@ typedef struct {
     time_t fetched;
 } crl_entry;
 
+#define DOWN_SLOTS   32
+#define DOWN_SECONDS 30 /* a responder that failed is skipped this long */
+
 struct kyso_revoker {
     kyso_revoker_opts o;
     pthread_mutex_t lock;
+    struct {
+        char url[256];
+        long long until_ms;
+    } down[DOWN_SLOTS]; /* while a responder is down, messages do not wait on it */
     status_entry *entries;
     size_t nentries;
     crl_entry *crls;
@@ -300,14 +307,63 @@ static void cache_put(kyso_revoker *r, const unsigned char key[32], const kyso_r
 /* A non-blocking TCP connection made within the deadline. OpenSSL's own
  * connect retries a refused connection until its timeout, which would spend
  * the whole deadline on a dead OCSP responder and leave none for the CRL. */
-static BIO *connect_within(const char *host, const char *port, long long deadline)
+/* Name resolution within the deadline: a numeric address needs none; a
+ * name is looked up asynchronously and abandoned when time runs out (the
+ * request then stays allocated, as the resolver thread may still use it). */
+static struct addrinfo *resolve_within(const char *host, const char *port, long long deadline)
 {
-    struct addrinfo hints, *res = NULL, *ai;
-    BIO *b = NULL;
+    struct addrinfo hints, *res = NULL;
+    struct gaicb *req;
+    struct timespec ts;
+    long long left;
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0)
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &res) == 0)
+        return res;
+    if ((req = calloc(1, sizeof(*req) + sizeof(hints))) == NULL)
+        return NULL;
+    memcpy(req + 1, &hints, sizeof(hints));
+    ((struct addrinfo *)(req + 1))->ai_flags = AI_NUMERICSERV;
+    req->ar_name = strdup(host);
+    req->ar_service = strdup(port);
+    req->ar_request = (struct addrinfo *)(req + 1);
+    if (req->ar_name == NULL || req->ar_service == NULL ||
+        getaddrinfo_a(GAI_NOWAIT, &req, 1, NULL) != 0)
+        goto drop;
+    left = deadline - now_ms();
+    ts.tv_sec = left > 0 ? left / 1000 : 0;
+    ts.tv_nsec = left > 0 ? (left % 1000) * 1000000 : 0;
+    if (left <= 0 || gai_suspend((const struct gaicb *const *)&req, 1, &ts) != 0 ||
+        gai_error(req) != 0) {
+        if (gai_cancel(req) == EAI_NOTCANCELED || gai_error(req) == EAI_INPROGRESS) {
+            kyso_log(KYSO_LOG_WARNING, NULL, "dns",
+                     "host=%s error=\"no answer before the deadline\"", host);
+            return NULL; /* still in use by the resolver: left allocated */
+        }
+        if (req->ar_result)
+            freeaddrinfo(req->ar_result);
+        goto drop;
+    }
+    res = req->ar_result;
+    free((char *)req->ar_name);
+    free((char *)req->ar_service);
+    free(req);
+    return res;
+drop:
+    free((char *)req->ar_name);
+    free((char *)req->ar_service);
+    free(req);
+    return NULL;
+}
+
+static BIO *connect_within(const char *host, const char *port, long long deadline)
+{
+    struct addrinfo *res, *ai;
+    BIO *b = NULL;
+
+    if ((res = resolve_within(host, port, deadline)) == NULL)
         return NULL;
     for (ai = res; ai && b == NULL; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err = 0;
@@ -340,6 +396,39 @@ static BIO *connect_within(const char *host, const char *port, long long deadlin
  * bounded by the milliseconds left, so the deadline holds to the
  * millisecond (OpenSSL's own timeout counts whole seconds). The answer is
  * capped at max bytes. Returns 1 with the body in out. */
+static int url_is_down(kyso_revoker *r, const char *url)
+{
+    long long now = now_ms();
+    int down = 0;
+
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < DOWN_SLOTS && !down; i++)
+        down = r->down[i].until_ms > now && strcmp(r->down[i].url, url) == 0;
+    pthread_mutex_unlock(&r->lock);
+    return down;
+}
+
+static void url_mark(kyso_revoker *r, const char *url, int down)
+{
+    long long now = now_ms();
+    int slot = -1;
+
+    pthread_mutex_lock(&r->lock);
+    for (int i = 0; i < DOWN_SLOTS; i++) {
+        if (strcmp(r->down[i].url, url) == 0) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && r->down[i].until_ms <= now)
+            slot = i;
+    }
+    if (slot >= 0 && (down || strcmp(r->down[slot].url, url) == 0)) {
+        snprintf(r->down[slot].url, sizeof(r->down[slot].url), "%s", url);
+        r->down[slot].until_ms = down ? now + DOWN_SECONDS * 1000LL : 0;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
 static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, const ASN1_ITEM *it,
                          const ASN1_VALUE *val, const char *want_ctype, size_t max,
                          long long deadline, kyso_buf *out)
@@ -350,13 +439,20 @@ static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, co
     BIO *conn = NULL;
     OSSL_HTTP_REQ_CTX *rctx = NULL;
 
+    if (url_is_down(r, url)) {
+        kyso_log(KYSO_LOG_DEBUG, NULL, "http", "url=%s skipped=\"failed less than %ds ago\"", url,
+                 DOWN_SECONDS);
+        return 0;
+    }
     if (!OSSL_HTTP_parse_url(url, &ssl, NULL, &host, &port, NULL, &path, NULL, NULL) || ssl)
         goto out;
     if (r->o.proxy &&
         !OSSL_HTTP_parse_url(r->o.proxy, NULL, NULL, &phost, &pport, NULL, NULL, NULL, NULL))
         goto out;
-    if ((conn = connect_within(phost ? phost : host, pport ? pport : port, deadline)) == NULL)
+    if ((conn = connect_within(phost ? phost : host, pport ? pport : port, deadline)) == NULL) {
+        url_mark(r, url, 1);
         goto out;
+    }
     snprintf(hosthdr, sizeof(hosthdr), "%s:%s", host, port);
     if ((rctx = OSSL_HTTP_REQ_CTX_new(conn, conn, 0)) == NULL ||
         /* Through a proxy the request line carries the absolute URI. */
@@ -419,6 +515,8 @@ static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, co
         kyso_log(KYSO_LOG_DEBUG, NULL, "http", "url=%s rv=%d", url, rv);
         kyso_log_openssl(KYSO_LOG_DEBUG, NULL, "http");
     }
+    /* No answer in time is "down" too; a server that answered is not. */
+    url_mark(r, url, rv == -1);
 out:
     OSSL_HTTP_REQ_CTX_free(rctx);
     BIO_free_all(conn);
