@@ -276,6 +276,104 @@ static char *decode_subject(const char *subject)
     return out;
 }
 
+#include "fold_table.h"
+
+/* Next code point of UTF-8 text; malformed bytes come back one by one. */
+static unsigned int next_cp(const unsigned char **p)
+{
+    const unsigned char *s = *p;
+    unsigned int cp = s[0];
+    int extra = cp >= 0xF0 && cp < 0xF8 ? 3 : cp >= 0xE0 ? 2 : cp >= 0xC0 ? 1 : 0;
+
+    if (cp >= 0x80 && cp < 0xC0)
+        extra = 0;
+    cp = extra == 3 ? cp & 0x07 : extra == 2 ? cp & 0x0F : extra == 1 ? cp & 0x1F : cp;
+    for (int i = 1; i <= extra; i++) {
+        if ((s[i] & 0xC0) != 0x80) {
+            *p = s + 1;
+            return s[0];
+        }
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    *p = s + 1 + extra;
+    return cp;
+}
+
+/* What a reader sees of a code point, for telling look-alikes apart from
+ * the real tag: nothing for spaces, format characters and combining marks;
+ * the base letter, lower case, for Latin letters with diacritics; the
+ * character itself otherwise. */
+static int fold_cp(unsigned int cp, char *out)
+{
+    if (cp == ' ' || cp == '\t' || cp == 0xA0 || cp == 0xAD || (cp >= 0x300 && cp <= 0x36F) ||
+        (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+        (cp >= 0x205F && cp <= 0x2064) || cp == 0x3000 || cp == 0xFEFF ||
+        (cp >= 0xFE00 && cp <= 0xFE0F))
+        return 0;
+    if (cp < 0x80) {
+        out[0] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
+        return 1;
+    }
+    {
+        size_t lo = 0, hi = sizeof(fold_table) / sizeof(fold_table[0]);
+
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+
+            if (fold_table[mid].cp == cp) {
+                out[0] = fold_table[mid].base;
+                return 1;
+            }
+            if (fold_table[mid].cp < cp)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    }
+    /* Anything else stands for itself (as its code point, 4 bytes). */
+    memcpy(out, &cp, 4);
+    return 4;
+}
+
+/* Byte length of the prefix of s that reads as tag, or 0. */
+static size_t looks_like_prefix(const char *s, const char *tag)
+{
+    const unsigned char *t = (const unsigned char *)tag, *p = (const unsigned char *)s;
+    char want[8], got[8];
+    int wn = 0, wi = 0, gn = 0, gi = 0;
+
+    for (;;) {
+        if (wi == wn) {
+            wn = wi = 0;
+            while (*t && wn == 0)
+                wn = fold_cp(next_cp(&t), want);
+            if (wn == 0)
+                break; /* the whole tag matched */
+        }
+        if (gi == gn) {
+            gn = gi = 0;
+            while (*p && gn == 0)
+                gn = fold_cp(next_cp(&p), got);
+            if (gn == 0)
+                return 0;
+        }
+        if (want[wi++] != got[gi++])
+            return 0;
+    }
+    if (gi != gn)
+        return 0; /* the tag ended inside a character of s */
+    /* Invisible characters right after the tag belong to it. */
+    for (;;) {
+        const unsigned char *q = p;
+        char tmp[8];
+
+        if (*q == '\0' || fold_cp(next_cp(&q), tmp) != 0)
+            break;
+        p = q;
+    }
+    return (size_t)(p - (const unsigned char *)s);
+}
+
 char *kyso_policy_subject_untag(const kyso_config *c, const char *subject)
 {
     char *decoded = decode_subject(subject), *rest, *res = NULL;
@@ -286,18 +384,18 @@ char *kyso_policy_subject_untag(const kyso_config *c, const char *subject)
     rest = decoded;
     while (again) {
         again = 0;
-        while (*rest == ' ' || *rest == '\t')
-            rest++;
         for (int r = 0; r <= KYSO_RESULT_PERMERROR; r++) {
             const char *tag = c->inbound.subject_tag[r];
-            size_t n = tag ? strlen(tag) : 0;
+            size_t n = tag && tag[0] ? looks_like_prefix(rest, tag) : 0;
 
-            if (n && strncmp(rest, tag, n) == 0) {
+            if (n) {
                 rest += n;
                 changed = again = 1;
             }
         }
     }
+    while (changed && (*rest == ' ' || *rest == '\t'))
+        rest++;
     if (changed)
         res = kyso_rfc2047_encode(rest);
     free(decoded);

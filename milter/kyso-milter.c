@@ -485,30 +485,42 @@ out:
     return rc;
 }
 
-/* Removes forged tags from the Subject and, for a verdict, adds ours. */
+/* Removes forged tags from every Subject field and, for a verdict, adds
+ * ours to the first (the one clients show). */
 static void rewrite_subject(SMFICTX *ctx, conn_ctx *c, const kyso_verdict *v)
 {
     const kyso_config *conf = c->snap->conf;
     kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
-    kyso_field subj;
-    char *subject = NULL, *untagged, *tagged = NULL;
+    kyso_field f;
+    size_t pos = 0;
+    int index = 0, tagged_one = 0;
 
-    if (kyso_entity_find(&e, "Subject", &subj) > 0)
-        subject = field_value(&subj);
-    untagged = subject ? kyso_policy_subject_untag(conf, subject) : NULL;
-    if (v)
-        tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
-    if (tagged || untagged) {
-        const char *nv = tagged ? tagged : untagged;
+    while (kyso_field_next(&e, &pos, &f)) {
+        char *subject, *untagged, *tagged = NULL;
 
-        if (subject)
-            smfi_chgheader(ctx, "Subject", 1, (char *)nv);
-        else
-            smfi_addheader(ctx, "Subject", (char *)nv);
+        if (!kyso_field_is(&f, "Subject"))
+            continue;
+        index++;
+        if ((subject = field_value(&f)) == NULL)
+            continue;
+        untagged = kyso_policy_subject_untag(conf, subject);
+        if (v && index == 1) {
+            tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
+            tagged_one = 1;
+        }
+        if (tagged || untagged)
+            smfi_chgheader(ctx, "Subject", index, tagged ? tagged : untagged);
+        free(subject);
+        free(untagged);
+        free(tagged);
     }
-    free(subject);
-    free(untagged);
-    free(tagged);
+    if (v && !tagged_one) {
+        char *tagged = kyso_policy_subject_tag(conf, v->result, NULL);
+
+        if (tagged)
+            smfi_addheader(ctx, "Subject", tagged);
+        free(tagged);
+    }
 }
 
 static sfsistat inbound(SMFICTX *ctx, conn_ctx *c)
@@ -524,6 +536,7 @@ static sfsistat inbound(SMFICTX *ctx, conn_ctx *c)
     sfsistat rc = SMFIS_CONTINUE;
 
     if (c->oversize) {
+        rewrite_subject(ctx, c, NULL); /* unverified mail keeps no forged tag either */
         kyso_log(KYSO_LOG_WARNING, qid, "not-verified", "reason=\"message too large\" size=%zu",
                  c->body_seen);
         kyso_buf_printf(&ar, "%s; smime=neutral (message too large to verify)",

@@ -2,8 +2,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kyso.h"
+#include "kyso_config.h"
 
 static kyso_trust *trust;
 
@@ -35,5 +37,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kyso_buf_reset(&out);
     kyso_inspect_message(&out, (const char *)data, size);
     kyso_buf_free(&out);
+    /* Header values from the internet meet the badge logic too. */
+    if (size < 4096) {
+        static kyso_config conf;
+        char *text = malloc(size + 1), *u;
+
+        conf.inbound.subject_tag[KYSO_RESULT_PASS] = "[\xc4\x90\xc3\xa3 k\xc3\xbd s\xe1\xbb\x91]";
+        conf.inbound.subject_tag[KYSO_RESULT_FAIL] = "[INVALID]";
+        if (text) {
+            memcpy(text, data, size);
+            text[size] = '\0';
+            u = kyso_policy_subject_untag(&conf, text);
+            free(u);
+            u = kyso_policy_subject_tag(&conf, KYSO_RESULT_PASS, text);
+            free(u);
+            u = kyso_rfc2047_encode(text);
+            free(u);
+            (void)kyso_policy_ar_is_ours(text, "mail.backan.gov.vn");
+            free(text);
+        }
+    }
     return 0;
 }

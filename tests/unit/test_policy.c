@@ -237,6 +237,27 @@ static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state
     assert_null(again); /* nothing left to strip */
     assert_string_equal(untagged, "=?UTF-8?B?QsOhbyBjw6Fv?=");
     assert_null(kyso_policy_subject_untag(c, "Plain subject"));
+    /* Look-alikes: decomposed (NFD), zero-width and no-break spaces, case. */
+    {
+        static const char *const forged[] = {
+            "[\xc4\x90"
+            "a\xcc\x83 ky\xcc\x81 so\xcc\x82\xcc\x81] B\xc3\xa1o c\xc3\xa1o",
+            "[\xc4\x90\xc3\xa3\xe2\x80\x8b k\xc3\xbd\xc2\xa0s\xe1\xbb\x91] B\xc3\xa1o c\xc3\xa1o",
+            "\xef\xbb\xbf[\xc4\x91\xc3\x83 K\xc3\x9d S\xe1\xbb\x90] B\xc3\xa1o c\xc3\xa1o",
+            "[Da ky so] B\xc3\xa1o c\xc3\xa1o",
+        };
+
+        for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
+            char *u = kyso_policy_subject_untag(c, forged[i]);
+
+            if (u == NULL || strcmp(u, "=?UTF-8?B?QsOhbyBjw6Fv?=") != 0)
+                fail_msg("forged tag %zu not removed: %s", i, u ? u : "(unchanged)");
+            free(u);
+        }
+        /* A subject that merely starts with similar words is left alone. */
+        assert_null(kyso_policy_subject_untag(c, "Đã ký số hợp đồng"));
+        assert_null(kyso_policy_subject_untag(c, "[Đã ký] văn bản"));
+    }
     assert_null(kyso_policy_subject_tag(c, KYSO_RESULT_NONE, "x"));
     free(tagged);
     free(untagged);
