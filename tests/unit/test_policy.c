@@ -240,8 +240,7 @@ static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state
     /* Look-alikes: decomposed (NFD), zero-width and no-break spaces, case. */
     {
         static const char *const forged[] = {
-            "[\xc4\x90"
-            "a\xcc\x83 ky\xcc\x81 so\xcc\x82\xcc\x81] B\xc3\xa1o c\xc3\xa1o",
+            "[\xc4\x90\x61\xcc\x83 ky\xcc\x81 so\xcc\x82\xcc\x81] B\xc3\xa1o c\xc3\xa1o",
             "[\xc4\x90\xc3\xa3\xe2\x80\x8b k\xc3\xbd\xc2\xa0s\xe1\xbb\x91] B\xc3\xa1o c\xc3\xa1o",
             "\xef\xbb\xbf[\xc4\x91\xc3\x83 K\xc3\x9d S\xe1\xbb\x90] B\xc3\xa1o c\xc3\xa1o",
             "[Da ky so] B\xc3\xa1o c\xc3\xa1o",
