@@ -43,6 +43,8 @@ import subprocess
 import sys
 import time
 import uuid
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import Fail, check, diag, excerpt, report, run, tail, tally  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SMTP_PORT = 10025
@@ -55,66 +57,8 @@ ORG_KEY_URI = "pkcs11:token=kyso-org;object=org;type=private"
 DELIVERY_WAIT = 20.0      # seconds to wait for a delivery
 NO_DELIVERY_WAIT = 3.0    # seconds to watch for an unwanted delivery
 
-PASSED = 0
-FAILED = 0
 NO_MILTER = os.environ.get("E2E_NO_MILTER") == "1"
 
-
-class Fail(Exception):
-    pass
-
-
-def report(name, passed, detail=""):
-    global PASSED, FAILED
-    if passed:
-        PASSED += 1
-        print("ok - %s%s" % (name, " (%s)" % detail if detail else ""))
-    else:
-        FAILED += 1
-        print("not ok - %s: %s" % (name, detail))
-    sys.stdout.flush()
-
-
-def check(name, fn, *args):
-    try:
-        detail = fn(*args)
-    except Fail as e:
-        report(name, False, str(e))
-        return False
-    except Exception as e:  # a harness error is a failure too
-        report(name, False, "%s: %s" % (type(e).__name__, e))
-        return False
-    report(name, True, detail if isinstance(detail, str) else "")
-    return True
-
-
-def diag(text):
-    for line in str(text).splitlines():
-        print("# " + line)
-    sys.stdout.flush()
-
-
-def excerpt(b, n=600):
-    if isinstance(b, bytes):
-        b = b.decode("utf-8", "replace")
-    b = b.strip()
-    return b if len(b) <= n else b[:n] + "…"
-
-
-def run(argv, **kw):
-    kw.setdefault("stdout", subprocess.PIPE)
-    kw.setdefault("stderr", subprocess.PIPE)
-    kw.setdefault("timeout", 60)
-    return subprocess.run(argv, **kw)
-
-
-def tail(path, n=25):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-        return "\n".join(lines[-n:])
-    except OSError as e:
-        return "(%s)" % e
 
 
 # --------------------------------------------------------------------------
@@ -835,7 +779,7 @@ def main():
         t = E2E()
     except Fail as e:
         report("prerequisites", False, str(e))
-        print("%d passed, %d failed" % (PASSED, FAILED))
+        print("%d passed, %d failed" % (tally.passed, tally.failed))
         return 1
 
     def on_term(signum, frame):
@@ -848,14 +792,14 @@ def main():
         report("harness", False, "%s: %s" % (type(e).__name__, e))
     finally:
         t.cleanup()
-        if FAILED:
+        if tally.failed:
             diag("--- last lines of the milter log (%s)" % t.milter_log)
             diag(tail(t.milter_log, 30))
             diag("--- last lines of the Postfix log (%s)" % t.maillog)
             diag(tail(t.maillog, 30))
         diag("runtime %.1f s" % (time.time() - started))
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    return 1 if FAILED else 0
+    print("%d passed, %d failed" % (tally.passed, tally.failed))
+    return 1 if tally.failed else 0
 
 
 def run_cases(t):

@@ -28,6 +28,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import Fail, check, diag, excerpt, report, run, tail, tally  # noqa: E402
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN_KEY = "pkcs11:token=kyso-org;object=org;type=private"
@@ -44,41 +46,6 @@ OID_SHA256_RSA = "1.2.840.113549.1.1.11"
 PRESERVED_HEADERS = ["received", "from", "to", "cc", "subject", "date",
                      "message-id"]
 
-
-# --------------------------------------------------------------------------
-# reporting
-
-class Fail(Exception):
-    """A check failed; the message is the reason."""
-
-
-PASSED = 0
-FAILED = 0
-
-
-def report(name, passed, detail=""):
-    global PASSED, FAILED
-    if passed:
-        PASSED += 1
-        print("ok - %s%s" % (name, " (%s)" % detail if detail else ""))
-    else:
-        FAILED += 1
-        print("not ok - %s: %s" % (name, detail))
-    sys.stdout.flush()
-
-
-def check(name, fn, *args):
-    """Run fn(*args); a returned string is shown as detail of a pass."""
-    try:
-        detail = fn(*args)
-    except Fail as e:
-        report(name, False, str(e))
-        return False
-    except Exception as e:  # a harness/parse error is a failure, not a crash
-        report(name, False, "%s: %s" % (type(e).__name__, e))
-        return False
-    report(name, True, detail if isinstance(detail, str) else "")
-    return True
 
 
 def short(v, limit=160):
@@ -1047,9 +1014,9 @@ def main():
         opaque_cosign_case(env)
     finally:
         env.gpgsm_cleanup()
-    print("%d passed, %d failed" % (PASSED, FAILED))
-    if FAILED:
-        sys.stderr.write("sign_interop: %d check(s) failed\n" % FAILED)
+    print("%d passed, %d failed" % (tally.passed, tally.failed))
+    if tally.failed:
+        sys.stderr.write("sign_interop: %d check(s) failed\n" % tally.failed)
         return 1
     return 0
 

@@ -18,20 +18,12 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import report, summary  # noqa: E402
+
 KYSO = os.environ.get("KYSO", "")
 PKI = os.environ.get("KYSO_PKI", "")
 TMP = os.environ.get("KYSO_TMP", "/tmp/kyso-proxy-test")
-passed = failed = 0
-
-
-def report(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print("ok - %s%s" % (name, " (%s)" % detail if detail else ""))
-    else:
-        failed += 1
-        print("not ok - %s: %s" % (name, detail))
 
 
 def p(name):
@@ -164,5 +156,4 @@ if __name__ == "__main__":
         main()
     except Exception as e:  # a crash of the harness is a failure, never a skip
         report("harness", False, "%s: %s" % (type(e).__name__, e))
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed or not passed else 0)
+    sys.exit(summary())

@@ -52,6 +52,8 @@ import subprocess
 import sys
 import threading
 import time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from tap import Fail, check, diag, excerpt, report, run, tail, tally  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -71,49 +73,7 @@ TAG_TEMP = "[UNCHECKED]"
 DELIVERY_WAIT = 20.0
 NO_DELIVERY_WAIT = 3.0
 
-PASSED = 0
-FAILED = 0
 
-
-class Fail(Exception):
-    pass
-
-
-def report(name, passed, detail=""):
-    global PASSED, FAILED
-    if passed:
-        PASSED += 1
-        print("ok - %s%s" % (name, " (%s)" % detail if detail else ""))
-    else:
-        FAILED += 1
-        print("not ok - %s: %s" % (name, detail))
-    sys.stdout.flush()
-
-
-def check(name, fn, *args):
-    try:
-        detail = fn(*args)
-    except Fail as e:
-        report(name, False, str(e))
-        return False
-    except Exception as e:  # a harness error is a failure too
-        report(name, False, "%s: %s" % (type(e).__name__, e))
-        return False
-    report(name, True, detail if isinstance(detail, str) else "")
-    return True
-
-
-def diag(text):
-    for line in str(text).splitlines():
-        print("# " + line)
-    sys.stdout.flush()
-
-
-def excerpt(b, n=600):
-    if isinstance(b, bytes):
-        b = b.decode("utf-8", "replace")
-    b = b.strip()
-    return b if len(b) <= n else b[:n] + "..."
 
 
 def expect(cond, what):
@@ -1448,9 +1408,9 @@ def main():
     finally:
         stop_everything()
         diag("runtime %.1f s" % (time.monotonic() - t0))
-        print("%d passed, %d failed" % (PASSED, FAILED))
+        print("%d passed, %d failed" % (tally.passed, tally.failed))
         sys.stdout.flush()
-    return 1 if FAILED else 0
+    return 1 if tally.failed else 0
 
 
 if __name__ == "__main__":
