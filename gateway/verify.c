@@ -61,6 +61,7 @@ static void check_online(kyso_signer_report *r, const kyso_trust *t, X509_STORE_
 {
     STACK_OF(X509) *chain = X509_STORE_CTX_get1_chain(ctx);
     kyso_revocation worst = KYSO_REV_GOOD;
+    kyso_rev_info offline = r->revocation_info;
     int n = chain ? sk_X509_num(chain) : 0;
 
     /* The anchor itself has nobody to ask. */
@@ -77,8 +78,11 @@ static void check_online(kyso_signer_report *r, const kyso_trust *t, X509_STORE_
         else if (st == KYSO_REV_UNKNOWN && worst == KYSO_REV_GOOD)
             worst = KYSO_REV_UNKNOWN;
     }
-    /* A CRL file the admin supplied still counts when the network is silent. */
-    if (!(worst == KYSO_REV_UNKNOWN && r->revocation == KYSO_REV_GOOD))
+    /* A CRL file the admin supplied still counts when the network is silent,
+     * and then the badge says so. */
+    if (worst == KYSO_REV_UNKNOWN && r->revocation == KYSO_REV_GOOD)
+        r->revocation_info = offline;
+    else
         r->revocation = worst;
     sk_X509_pop_free(chain, X509_free);
 }

@@ -494,6 +494,11 @@ def main():
     case("with CRLs (org)",
          signed_by("org.pem", "org.key", "vanphong@backan.gov.vn"), "pass",
          crls=True, check=first_signer("revocation", "good"))
+    # No responder listens here: the admin's CRL files decide, and the
+    # report must say so rather than "none".
+    case("with CRLs, network silent: decided by crl-file",
+         signed_by("org.pem", "org.key", "vanphong@backan.gov.vn"), "pass",
+         crls=True, check=first_signer("revocation_source", "crl-file"))
 
     # ---------------- NEVER ----------------
     def build_unsigned():
