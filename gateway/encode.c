@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "internal.h"
+#include "kyso_config.h"
 
 kyso_status kyso_base64_encode(kyso_buf *out, const unsigned char *p, size_t len)
 {
@@ -208,6 +209,144 @@ static body_need assess_body(const char *p, size_t len, int is_text)
 
 /* Copies the header fields, canonicalised, leaving out Content-Transfer-Encoding
  * when a new one is given, then the empty line. */
+/* RFC 2231 extended value: utf-8'' and percent-encoding, continued in
+ * pieces so no line grows long. */
+static kyso_status emit_param_2231(kyso_buf *out, const char *name, size_t nlen, const char *v,
+                                   size_t vlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    kyso_buf enc = KYSO_BUF_INIT;
+    kyso_status st = KYSO_OK;
+
+    for (size_t i = 0; i < vlen && st == KYSO_OK; i++) {
+        unsigned char c = (unsigned char)v[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("!#$&+-.^_`|~", c))
+            st = kyso_buf_append(&enc, &v[i], 1);
+        else
+            st = kyso_buf_printf(&enc, "%%%c%c", hex[c >> 4], hex[c & 15]);
+    }
+    for (size_t off = 0, k = 0; st == KYSO_OK && off < enc.len; k++) {
+        size_t n = enc.len - off > 60 ? 60 : enc.len - off;
+
+        /* Never split a %XX escape. */
+        if (off + n < enc.len && n >= 2 && enc.data[off + n - 1] == '%')
+            n -= 1;
+        else if (off + n < enc.len && n >= 2 && enc.data[off + n - 2] == '%')
+            n -= 2;
+        st = kyso_buf_printf(out, ";\r\n\t%.*s*%zu*=%s%.*s", (int)nlen, name, k,
+                             k == 0 ? "utf-8''" : "", (int)n, enc.data + off);
+        off += n;
+    }
+    kyso_buf_free(&enc);
+    return st;
+}
+
+/* A structured field (Content-Type, Content-Disposition) whose parameters
+ * carry 8-bit bytes, rewritten with RFC 2231 parameters: same meaning, 7-bit. */
+static kyso_status emit_params_7bit(kyso_buf *out, const kyso_field *f)
+{
+    kyso_buf v = KYSO_BUF_INIT;
+    size_t i = 0, start;
+    int first = 1;
+    kyso_status st;
+
+    /* Unfolded value. */
+    for (size_t k = 0; k < f->value_len; k++)
+        if (f->value[k] != '\r' && f->value[k] != '\n')
+            if ((st = kyso_buf_append(&v, &f->value[k], 1)) != KYSO_OK)
+                goto out;
+    if ((st = kyso_buf_printf(out, "%.*s:", (int)f->name_len, f->name)) != KYSO_OK)
+        goto out;
+    while (i < v.len) {
+        int quoted = 0;
+        size_t end, eq, a, b;
+
+        start = i;
+        for (; i < v.len && (quoted || v.data[i] != ';'); i++) {
+            if (v.data[i] == '\\' && quoted && i + 1 < v.len)
+                i++;
+            else if (v.data[i] == '"')
+                quoted = !quoted;
+        }
+        end = i++;
+        a = start;
+        b = end;
+        while (a < b && (v.data[a] == ' ' || v.data[a] == '\t'))
+            a++;
+        while (b > a && (v.data[b - 1] == ' ' || v.data[b - 1] == '\t'))
+            b--;
+        if (first) {
+            st = kyso_buf_printf(out, " %.*s", (int)(b - a), v.data + a);
+            first = 0;
+        } else if (a < b) {
+            const char *eqp = memchr(v.data + a, '=', b - a);
+            kyso_buf val = KYSO_BUF_INIT;
+
+            eq = eqp ? (size_t)(eqp - v.data) : b;
+            if (eq == b || !kyso_has_8bit(v.data + eq, b - eq)) {
+                st = kyso_buf_printf(out, ";\r\n\t%.*s", (int)(b - a), v.data + a);
+            } else {
+                size_t nl = eq - a;
+
+                /* The value, unquoted. */
+                for (size_t k = eq + 1; k < b && st == KYSO_OK; k++) {
+                    if (v.data[k] == '"')
+                        continue;
+                    if (v.data[k] == '\\' && k + 1 < b)
+                        k++;
+                    st = kyso_buf_append(&val, &v.data[k], 1);
+                }
+                while (nl > 0 && (v.data[a + nl - 1] == ' ' || v.data[a + nl - 1] == '*'))
+                    nl--;
+                if (st == KYSO_OK)
+                    st = emit_param_2231(out, v.data + a, nl, val.data ? val.data : "", val.len);
+                kyso_buf_free(&val);
+            }
+        }
+        if (st != KYSO_OK)
+            goto out;
+    }
+    st = kyso_buf_append(out, "\r\n", 2);
+out:
+    kyso_buf_free(&v);
+    return st;
+}
+
+/* A Content-* field made 7-bit: parameters per RFC 2231, free text per
+ * RFC 2047. Relays may not carry 8-bit header bytes intact, and these
+ * fields are inside the signature. */
+static kyso_status emit_field_7bit(kyso_buf *out, const kyso_field *f)
+{
+    kyso_buf v = KYSO_BUF_INIT;
+    char *enc;
+    kyso_status st = KYSO_OK;
+
+    if (kyso_field_is(f, "Content-Type") || kyso_field_is(f, "Content-Disposition"))
+        return emit_params_7bit(out, f);
+    for (size_t k = 0; k < f->value_len && st == KYSO_OK; k++)
+        if (f->value[k] != '\r' && f->value[k] != '\n')
+            st = kyso_buf_append(&v, &f->value[k], 1);
+    if (st != KYSO_OK)
+        goto out;
+    {
+        const char *p = v.data ? v.data : "";
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if ((enc = kyso_rfc2047_encode(p)) == NULL) {
+            st = KYSO_ERR_NOMEM;
+            goto out;
+        }
+        st = kyso_buf_printf(out, "%.*s: %s\r\n", (int)f->name_len, f->name, enc);
+        free(enc);
+    }
+out:
+    kyso_buf_free(&v);
+    return st;
+}
+
 static kyso_status emit_headers(kyso_buf *out, const kyso_entity *e, const char *new_cte)
 {
     size_t pos = 0;
@@ -217,6 +356,12 @@ static kyso_status emit_headers(kyso_buf *out, const kyso_entity *e, const char 
     while (kyso_field_next(e, &pos, &f)) {
         if (new_cte && kyso_field_is(&f, "Content-Transfer-Encoding"))
             continue;
+        if (kyso_has_8bit(f.field, f.field_len) &&
+            (f.name_len >= 8 && strncasecmp(f.name, "Content-", 8) == 0)) {
+            if ((st = emit_field_7bit(out, &f)) != KYSO_OK)
+                return st;
+            continue;
+        }
         if ((st = kyso_canon_crlf(out, f.field, f.field_len)) != KYSO_OK)
             return st;
         if (f.field[f.field_len - 1] != '\n' && (st = kyso_buf_append(out, "\r\n", 2)) != KYSO_OK)

@@ -500,6 +500,23 @@ def build_cases():
                   "Content-Type: multipart/mixed; boundary=\"%s\"\r\n" % b)
                   + b"\r\n" + body))
 
+    # 4b. an attachment whose name is raw UTF-8 in its header fields
+    b = "----=_kyso_mixed_4b"
+    fname = "Công văn số 123 về việc triển khai kế hoạch năm 2027.pdf"
+    body = ("--%s\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n%s\r\n"
+            "--%s\r\n"
+            "Content-Type: application/pdf; name=\"%s\"\r\n"
+            "Content-Description: Tài liệu đính kèm\r\n"
+            "Content-Transfer-Encoding: base64\r\n"
+            "Content-Disposition: attachment; filename=\"%s\"\r\n"
+            "\r\n" % (b, VI_TEXT, b, fname, fname)).encode() + b64lines(pdf_bytes()) + \
+        ("\r\n--%s--\r\n" % b).encode()
+    cases.append(("utf8-filename", headers(13, extra=mime +
+                  "Content-Type: multipart/mixed; boundary=\"%s\"\r\n" % b)
+                  + b"\r\n" + body))
+
     # 5. multipart/alternative text + HTML, both 8bit UTF-8
     b = "----=_kyso_alt_5"
     html = ("<html><head><meta charset=\"utf-8\"></head><body>\r\n"

@@ -154,6 +154,23 @@ static void test_7bit_multipart_recurses_and_drops_preamble(void **state)
                              "--b\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--b--\r\n");
 }
 
+static void test_7bit_rewrites_8bit_content_fields_per_rfc2231_and_2047(void **state)
+{
+    const char *out =
+        make7("Content-Type: application/pdf; name=\"C\xc3\xb4ng v\xc4\x83n.pdf\"\n"
+              "Content-Disposition: attachment;\n filename=\"C\xc3\xb4ng v\xc4\x83n.pdf\"\n"
+              "Content-Description: T\xc3\xa0i li\xe1\xbb\x87u\n"
+              "Content-Transfer-Encoding: base64\n\nQUJD\n");
+
+    assert_false(kyso_has_8bit(out, strlen(out)));
+    assert_non_null(strstr(
+        out, "Content-Type: application/pdf;\r\n\tname*0*=utf-8''C%C3%B4ng%20v%C4%83n.pdf\r\n"));
+    assert_non_null(
+        strstr(out, "Content-Disposition: attachment;\r\n\tfilename*0*=utf-8''C%C3%B4ng"));
+    assert_non_null(strstr(out, "Content-Description: =?UTF-8?B?VMOgaSBsaeG7h3U=?=\r\n"));
+    assert_non_null(strstr(out, "\r\n\r\nQUJD\r\n"));
+}
+
 static void test_7bit_refuses_8bit_bytes_inside_base64_part(void **state)
 {
     kyso_buf b = KYSO_BUF_INIT;
@@ -290,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_7bit_binary_attachment_becomes_base64),
         cmocka_unit_test(test_7bit_long_line_is_wrapped_by_quoted_printable),
         cmocka_unit_test(test_7bit_multipart_recurses_and_drops_preamble),
+        cmocka_unit_test(test_7bit_rewrites_8bit_content_fields_per_rfc2231_and_2047),
         cmocka_unit_test(test_7bit_refuses_8bit_bytes_inside_base64_part),
         cmocka_unit_test(test_7bit_depth_limit_is_enforced),
         cmocka_unit_test(test_multipart_split_gives_exact_part_bytes),
