@@ -178,6 +178,9 @@ kyso_status kyso_sign_message(kyso_buf *out, kyso_sign_outcome *what, const kyso
 typedef struct kyso_trust kyso_trust;
 typedef struct kyso_revoker kyso_revoker;
 
+/* Every certificate of a PEM file, or NULL (unreadable, or none in it). */
+STACK_OF(X509) * kyso_load_certs(const char *pem_file);
+
 kyso_status kyso_trust_new(kyso_trust **out);
 void kyso_trust_free(kyso_trust *t);
 kyso_status kyso_trust_add_anchors(kyso_trust *t, const char *pem_file);
@@ -213,6 +216,10 @@ const kyso_revoker_opts *kyso_revoker_options(const kyso_revoker *r);
 /* Refetches cached CRLs near (or, with force, regardless of) nextUpdate;
  * returns how many were refreshed. Safe from a background thread. */
 int kyso_revoker_refresh(kyso_revoker *r, int force);
+/* Tells the revoker which certificates issued its cached CRLs (those that
+ * verify with one of certs): only such CRLs are refreshed, since a new
+ * CRL must be checked against its issuer before it replaces the old. */
+int kyso_revoker_adopt_issuers(kyso_revoker *r, STACK_OF(X509) * certs);
 /* Loads the CRLs of the disk cache into memory. */
 kyso_status kyso_revoker_scan_cache(kyso_revoker *r);
 /* Counters and cached CRLs, one per line, for people. */

@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     char *url;
     X509_CRL *crl;
+    X509 *issuer; /* who must have signed it; NULL until first used */
     time_t next_update;
     time_t fetched;
 } crl_entry;
@@ -107,6 +108,7 @@ void kyso_revoker_free(kyso_revoker *r)
     for (size_t i = 0; i < r->ncrls; i++) {
         free(r->crls[i].url);
         X509_CRL_free(r->crls[i].crl);
+        X509_free(r->crls[i].issuer);
     }
     free(r->crls);
     free(r->entries);
@@ -709,7 +711,7 @@ static X509_CRL *crl_from_file(const char *path)
     return crl;
 }
 
-static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl)
+static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl, X509 *issuer)
 {
     crl_entry *e = NULL;
     char *path;
@@ -733,6 +735,11 @@ static void crl_store(kyso_revoker *r, const char *url, X509_CRL *crl)
     X509_CRL_free(e->crl);
     X509_CRL_up_ref(crl);
     e->crl = crl;
+    if (issuer && e->issuer != issuer) {
+        X509_free(e->issuer);
+        X509_up_ref(issuer);
+        e->issuer = issuer;
+    }
     e->next_update = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
     e->fetched = time(NULL);
     pthread_mutex_unlock(&r->lock);
@@ -792,8 +799,19 @@ static X509_CRL *crl_cached(kyso_revoker *r, const char *url)
     crl = crl_from_file(path);
     free(path);
     if (crl)
-        crl_store(r, url, crl);
+        crl_store(r, url, crl, NULL); /* unverified until used with its issuer */
     return crl;
+}
+
+/* Whether crl comes from issuer: its name and its signature. */
+static int crl_signed_by(X509_CRL *crl, X509 *issuer)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(issuer);
+    int ok = pk && X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) == 0 &&
+             X509_CRL_verify(crl, pk) > 0;
+
+    ERR_clear_error();
+    return ok;
 }
 
 /* Whether crl is a complete CRL of the issuer, correctly signed and
@@ -863,13 +881,19 @@ static int check_crl(kyso_revoker *r, X509 *cert, X509 *issuer, long long deadli
     if (url == NULL)
         goto out;
     crl = crl_cached(r, url);
+    /* A cached CRL its issuer did not sign (planted on disk or by a
+     * refresh) counts for nothing, not even as a floor for cRLNumber. */
+    if (crl && !crl_signed_by(crl, issuer)) {
+        X509_CRL_free(crl);
+        crl = NULL;
+    }
     if (crl == NULL || !crl_usable(crl, issuer, now)) {
         X509_CRL *fresh = crl_fetch(r, url, deadline);
 
         if (fresh && crl_usable(fresh, issuer, now) && !crl_older(fresh, crl)) {
             X509_CRL_free(crl);
             crl = fresh;
-            crl_store(r, url, crl);
+            crl_store(r, url, crl, issuer);
         } else {
             if (fresh)
                 kyso_log(KYSO_LOG_WARNING, NULL, "crl",
@@ -945,33 +969,45 @@ int kyso_revoker_refresh(kyso_revoker *r, int force)
     time_t now = time(NULL);
     int refreshed = 0;
     char **urls = NULL;
+    X509 **issuers = NULL;
     size_t n = 0;
 
-    /* Copy the URLs: fetching happens without the lock. */
+    /* Copy what to fetch: fetching happens without the lock. Only CRLs
+     * whose issuer is known (they have been used) are refreshed, so each
+     * new one is checked against that issuer before it replaces the old. */
     pthread_mutex_lock(&r->lock);
-    if ((urls = calloc(r->ncrls + 1, sizeof(*urls))) != NULL)
-        for (size_t i = 0; i < r->ncrls; i++)
-            if (force || r->crls[i].crl == NULL || crl_due(r->crls[i].crl, now))
-                urls[n++] = strdup(r->crls[i].url);
+    urls = calloc(r->ncrls + 1, sizeof(*urls));
+    issuers = calloc(r->ncrls + 1, sizeof(*issuers));
+    for (size_t i = 0; urls && issuers && i < r->ncrls; i++) {
+        if (r->crls[i].issuer == NULL ||
+            !(force || r->crls[i].crl == NULL || crl_due(r->crls[i].crl, now)))
+            continue;
+        if ((urls[n] = strdup(r->crls[i].url)) == NULL)
+            break;
+        X509_up_ref(r->crls[i].issuer);
+        issuers[n++] = r->crls[i].issuer;
+    }
     pthread_mutex_unlock(&r->lock);
     for (size_t i = 0; i < n; i++) {
-        X509_CRL *crl = urls[i] ? crl_fetch(r, urls[i], now_ms() + r->o.timeout_ms) : NULL;
+        X509_CRL *crl = crl_fetch(r, urls[i], now_ms() + r->o.timeout_ms);
+        X509_CRL *have = crl ? crl_cached(r, urls[i]) : NULL;
 
-        /* Only the issuer can vouch for a CRL; that is checked at use. A
-         * lower cRLNumber than the one we hold is a rollback, not news. */
-        if (crl) {
-            X509_CRL *have = crl_cached(r, urls[i]);
-
-            if (!crl_older(crl, have)) {
-                crl_store(r, urls[i], crl);
-                refreshed++;
-            }
+        if (have && !crl_signed_by(have, issuers[i])) {
             X509_CRL_free(have);
-            X509_CRL_free(crl);
+            have = NULL;
         }
+        /* A lower cRLNumber than the one we hold is a rollback, not news. */
+        if (crl && crl_usable(crl, issuers[i], now) && !crl_older(crl, have)) {
+            crl_store(r, urls[i], crl, issuers[i]);
+            refreshed++;
+        }
+        X509_CRL_free(have);
+        X509_CRL_free(crl);
+        X509_free(issuers[i]);
         free(urls[i]);
     }
     free(urls);
+    free(issuers);
     return refreshed;
 }
 
@@ -1025,4 +1061,24 @@ kyso_status kyso_revoker_scan_cache(kyso_revoker *r)
     }
     closedir(d);
     return KYSO_OK;
+}
+
+int kyso_revoker_adopt_issuers(kyso_revoker *r, STACK_OF(X509) * certs)
+{
+    int adopted = 0;
+
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->ncrls; i++) {
+        for (int j = 0; r->crls[i].crl && !r->crls[i].issuer && j < sk_X509_num(certs); j++) {
+            X509 *x = sk_X509_value(certs, j);
+
+            if (crl_signed_by(r->crls[i].crl, x)) {
+                X509_up_ref(x);
+                r->crls[i].issuer = x;
+                adopted++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return adopted;
 }

@@ -34,7 +34,8 @@ typedef struct {
     kyso_buf body;
     size_t body_seen;
     int oversize;
-    int had_our_ar; /* arrived carrying our own Authentication-Results */
+    int had_our_ar;                      /* arrived carrying our own Authentication-Results */
+    const kyso_verdict *subject_verdict; /* for retag_subject, during rewrite_subject */
 } conn_ctx;
 
 static void msg_reset(conn_ctx *c)
@@ -486,36 +487,45 @@ out:
 }
 
 /* Removes forged tags from every Subject field and, for a verdict, adds
- * ours to the first (the one clients show). */
-static void rewrite_subject(SMFICTX *ctx, conn_ctx *c, const kyso_verdict *v)
+ * ours to the first (the one clients show). Fields are changed last first
+ * and never to an empty value, which Postfix would take as a deletion and
+ * which would shift the indices of the fields after it. */
+static int subject_field(const kyso_field *f)
+{
+    return kyso_field_is(f, "Subject");
+}
+
+static int retag_subject(SMFICTX *ctx, conn_ctx *c, const kyso_field *f, int index)
 {
     const kyso_config *conf = c->snap->conf;
-    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
-    kyso_field f;
-    size_t pos = 0;
-    int index = 0, tagged_one = 0;
+    char *subject = field_value(f), *untagged, *tagged = NULL;
+    const kyso_verdict *v = c->subject_verdict;
 
-    while (kyso_field_next(&e, &pos, &f)) {
-        char *subject, *untagged, *tagged = NULL;
+    if (subject == NULL)
+        return 0;
+    untagged = kyso_policy_subject_untag(conf, subject);
+    if (v && index == 1)
+        tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
+    if (tagged || untagged) {
+        const char *nv = tagged ? tagged : untagged;
 
-        if (!kyso_field_is(&f, "Subject"))
-            continue;
-        index++;
-        if ((subject = field_value(&f)) == NULL)
-            continue;
-        untagged = kyso_policy_subject_untag(conf, subject);
-        if (v && index == 1) {
-            tagged = kyso_policy_subject_tag(conf, v->result, untagged ? untagged : subject);
-            tagged_one = 1;
-        }
-        if (tagged || untagged)
-            smfi_chgheader(ctx, "Subject", index, tagged ? tagged : untagged);
-        free(subject);
-        free(untagged);
-        free(tagged);
+        smfi_chgheader(ctx, "Subject", index, (char *)(nv[0] ? nv : " "));
     }
-    if (v && !tagged_one) {
-        char *tagged = kyso_policy_subject_tag(conf, v->result, NULL);
+    free(subject);
+    free(untagged);
+    free(tagged);
+    return 0;
+}
+
+static void rewrite_subject(SMFICTX *ctx, conn_ctx *c, const kyso_verdict *v)
+{
+    kyso_entity e = {c->hdrs.data, c->hdrs.len, NULL, 0};
+
+    c->subject_verdict = v;
+    each_field_reverse(ctx, c, subject_field, retag_subject);
+    c->subject_verdict = NULL;
+    if (v && kyso_entity_find(&e, "Subject", NULL) == 0) {
+        char *tagged = kyso_policy_subject_tag(c->snap->conf, v->result, NULL);
 
         if (tagged)
             smfi_addheader(ctx, "Subject", tagged);

@@ -229,19 +229,37 @@ bad:
 /* kyso revocation status|refresh: the CRL cache an admin can look at. */
 static int cmd_revocation(int argc, char **argv)
 {
-    static const struct option opts[] = {{"cache-dir", required_argument, NULL, 'D'},
-                                         {"timeout-ms", required_argument, NULL, 'T'},
-                                         {"proxy", required_argument, NULL, 'P'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"cache-dir", required_argument, NULL, 'D'}, {"timeout-ms", required_argument, NULL, 'T'},
+        {"proxy", required_argument, NULL, 'P'},     {"trust", required_argument, NULL, 't'},
+        {"untrusted", required_argument, NULL, 'u'}, {NULL, 0, NULL, 0}};
     kyso_revoker_opts ro = {0};
     kyso_revoker *r = NULL;
     kyso_buf out = KYSO_BUF_INIT;
+    STACK_OF(X509) *issuers = sk_X509_new_null();
     const char *what;
     int c, rc = 0;
 
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-        if (c == '?' || revoker_option(&ro, c, optarg) != 0)
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (c == 't' || c == 'u') {
+            STACK_OF(X509) *more = kyso_load_certs(optarg);
+            X509 *x;
+
+            if (more == NULL) {
+                fprintf(stderr, "kyso revocation: cannot read certificates from %s\n", optarg);
+                sk_X509_pop_free(issuers, X509_free);
+                return EX_NOINPUT_;
+            }
+            while ((x = sk_X509_shift(more)) != NULL)
+                sk_X509_push(issuers, x);
+            sk_X509_free(more);
+            continue;
+        }
+        if (c == '?' || revoker_option(&ro, c, optarg) != 0) {
+            sk_X509_pop_free(issuers, X509_free);
             return EX_USAGE_;
+        }
+    }
     if (optind + 1 != argc || ro.cache_dir == NULL ||
         (strcmp(argv[optind], "status") != 0 && strcmp(argv[optind], "refresh") != 0)) {
         usage(stderr);
@@ -255,8 +273,14 @@ static int cmd_revocation(int argc, char **argv)
         rc = EX_NOINPUT_;
         goto out;
     }
-    if (strcmp(what, "refresh") == 0)
+    if (strcmp(what, "refresh") == 0) {
+        int known = kyso_revoker_adopt_issuers(r, issuers);
+
         printf("refreshed %d CRL(s)\n", kyso_revoker_refresh(r, 1));
+        if (known == 0)
+            printf("note: no cached CRL verifies with the certificates given; only CRLs whose "
+                   "issuer is known (--trust/--untrusted) are refreshed\n");
+    }
     if (kyso_revoker_status(&out, r) != KYSO_OK) {
         rc = EX_SOFTWARE_;
         goto out;
@@ -265,6 +289,7 @@ static int cmd_revocation(int argc, char **argv)
 out:
     kyso_buf_free(&out);
     kyso_revoker_free(r);
+    sk_X509_pop_free(issuers, X509_free);
     return rc;
 }
 

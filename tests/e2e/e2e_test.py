@@ -1060,6 +1060,24 @@ def run_cases(t):
         return "%s; Subject %r" % (ars[0], subj)
     check("4b forged A-R and tag removed from unsigned mail", case4b)
 
+    # 4d. two Subject fields, the first nothing but a forged tag: the one a
+    #     client shows must not keep a forged tag
+    def case4d():
+        msgid = new_msgid("twosubjects")
+        msg = make_message(msgid, "Nguyễn Văn An <chutich@backan.gov.vn>",
+                           TAG_PASS, to="vanthu@backan.gov.vn", attach=False,
+                           extra_headers=["Subject: =?UTF-8?B?%s?= Chuyển tiền ngay" %
+                                          base64.b64encode(TAG_PASS.encode()).decode()])
+        code, text = send_inbound(msg, "chutich@backan.gov.vn")
+        if code != 250:
+            raise Fail("refused: %d %s" % (code, text))
+        raw = t.must_deliver(msgid, "mail with two tagged Subject fields")
+        subjects = [decoded(v) for v in fields_named(raw, "Subject")]
+        if any(TAG_PASS in x for x in subjects):
+            raise Fail("a forged tag survived: %r" % subjects)
+        return "Subjects now %r" % subjects
+    check("4d forged tags removed from every Subject field", case4d)
+
     # 6. outgoing mail already signed by the leader: co-signed
     def case6():
         msgid, msg = signed_inbound("cosign", "leader.key", "leader.pem",

@@ -788,7 +788,8 @@ def s3_status_refresh(env, m, state):
     expect("entries=1" in line[0], "sub.crl entry %r, expected entries=1"
            % line[0])
     with CrlServer(env.crl) as crl:
-        r = must([env.kyso, "revocation", "refresh", "--cache-dir", cache],
+        r = must([env.kyso, "revocation", "refresh", "--cache-dir", cache,
+                  "--trust", env.p("trust.pem"), "--untrusted", env.p("chain.pem")],
                  "kyso revocation refresh")
         out = r.stdout.decode("utf-8", "replace")
         expect(crl.count("GET", "/sub.crl") == 1,
@@ -798,6 +799,7 @@ def s3_status_refresh(env, m, state):
                "refresh output %r" % out)
     # Refresh with the server gone: says so, keeps the cached CRL.
     r = must([env.kyso, "revocation", "refresh", "--cache-dir", cache,
+              "--trust", env.p("trust.pem"), "--untrusted", env.p("chain.pem"),
               "--timeout-ms", "1000"], "kyso revocation refresh (server down)")
     out = r.stdout.decode("utf-8", "replace")
     expect("refreshed 0 CRL" in out and "%s/sub.crl" % CRL_BASE in out,
