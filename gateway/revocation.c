@@ -339,7 +339,10 @@ static struct addrinfo *resolve_within(const char *host, const char *port, long 
     ts.tv_nsec = left > 0 ? (left % 1000) * 1000000 : 0;
     if (left <= 0 || gai_suspend((const struct gaicb *const *)&req, 1, &ts) != 0 ||
         gai_error(req) != 0) {
-        if (gai_cancel(req) == EAI_NOTCANCELED || gai_error(req) == EAI_INPROGRESS) {
+        int cancel = gai_cancel(req);
+
+        if (cancel == EAI_NOTCANCELED ||
+            (cancel != EAI_CANCELED && cancel != EAI_ALLDONE && gai_error(req) == EAI_INPROGRESS)) {
             kyso_log(KYSO_LOG_WARNING, NULL, "dns",
                      "host=%s error=\"no answer before the deadline\"", host);
             return NULL; /* still in use by the resolver: left allocated */
@@ -441,6 +444,10 @@ static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, co
     BIO *conn = NULL;
     OSSL_HTTP_REQ_CTX *rctx = NULL;
 
+    /* Only a real attempt, with time to answer, may mark a responder down:
+     * a message that spent its budget elsewhere says nothing about it. */
+    int fair = deadline - now_ms() >= 1000;
+
     if (url_is_down(r, url)) {
         kyso_log(KYSO_LOG_DEBUG, NULL, "http", "url=%s skipped=\"failed less than %ds ago\"", url,
                  DOWN_SECONDS);
@@ -452,7 +459,8 @@ static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, co
         !OSSL_HTTP_parse_url(r->o.proxy, NULL, NULL, &phost, &pport, NULL, NULL, NULL, NULL))
         goto out;
     if ((conn = connect_within(phost ? phost : host, pport ? pport : port, deadline)) == NULL) {
-        url_mark(r, url, 1);
+        if (fair)
+            url_mark(r, url, 1);
         goto out;
     }
     snprintf(hosthdr, sizeof(hosthdr), "%s:%s", host, port);
@@ -518,7 +526,8 @@ static int http_exchange(kyso_revoker *r, const char *url, const char *ctype, co
         kyso_log_openssl(KYSO_LOG_DEBUG, NULL, "http");
     }
     /* No answer in time is "down" too; a server that answered is not. */
-    url_mark(r, url, rv == -1);
+    if (fair || rv != -1)
+        url_mark(r, url, rv == -1);
 out:
     OSSL_HTTP_REQ_CTX_free(rctx);
     BIO_free_all(conn);

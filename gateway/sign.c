@@ -383,6 +383,11 @@ static kyso_status add_cosigner(CMS_ContentInfo *cms, const kyso_signer *s, cons
         kyso_log(KYSO_LOG_ERR, NULL, "cosign", "error=\"SignedData has no signer to join\"");
         goto out;
     }
+    /* S/MIME signs id-data; our contentType attribute must say what is signed. */
+    if (OBJ_obj2nid(CMS_get0_eContentType(cms)) != NID_pkcs7_data) {
+        kyso_log(KYSO_LOG_ERR, NULL, "cosign", "error=\"signed content is not id-data\"");
+        goto out;
+    }
     if (!EVP_Digest(content, len, dig, &diglen, md, NULL)) {
         st = KYSO_ERR_CRYPTO;
         goto out;

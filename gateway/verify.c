@@ -147,7 +147,10 @@ static kyso_status check_chain(kyso_signer_report *r, const kyso_trust *t, X509 
         break;
     }
     r->chain_ok = ok;
-    if (ok && kyso_trust_revoker(t) && r->revocation != KYSO_REV_REVOKED)
+    /* deadline < 0: no network for this one (its signature already failed;
+     * an attacker must not spend our time budget on certificates that
+     * cannot change the verdict). */
+    if (ok && deadline >= 0 && kyso_trust_revoker(t) && r->revocation != KYSO_REV_REVOKED)
         check_online(r, t, ctx, untrusted, deadline);
     r->revocation_info.status = r->revocation;
     if (!ok) {
@@ -236,7 +239,7 @@ static kyso_status judge_signers(kyso_verdict *v, CMS_ContentInfo *cms, const ky
         else
             r->signature_ok = CMS_SignerInfo_verify_content(si, chain) == 1;
         ERR_clear_error();
-        if ((st = check_chain(r, t, signer, pool, deadline)) != KYSO_OK)
+        if ((st = check_chain(r, t, signer, pool, r->signature_ok ? deadline : -1)) != KYSO_OK)
             goto out;
     }
     st = KYSO_OK;

@@ -106,6 +106,12 @@ static sfsistat on_envfrom(SMFICTX *ctx, char **argv)
     msg_reset(c);
     take_snapshot(c);
     c->authenticated = auth != NULL && *auth != '\0';
+    if (c->authenticated && strlen(auth) >= sizeof(c->login)) {
+        /* A login we cannot hold whole cannot be compared: not ours. */
+        kyso_log(KYSO_LOG_WARNING, NULL, "login-ignored", "reason=\"too long\" length=%zu",
+                 strlen(auth));
+        c->authenticated = 0;
+    }
     snprintf(c->login, sizeof(c->login), "%s", c->authenticated ? auth : "");
     qid_of(ctx, c);
     return SMFIS_CONTINUE;
@@ -591,6 +597,18 @@ out:
     return rc;
 }
 
+static int from_is_login(conn_ctx *c)
+{
+    char *from = NULL;
+    int same;
+
+    if (!c->authenticated || kyso_message_from(&from, c->hdrs.data, c->hdrs.len) != KYSO_OK)
+        return 0;
+    same = strcasecmp(from, c->login) == 0;
+    free(from);
+    return same;
+}
+
 static sfsistat on_eom(SMFICTX *ctx)
 {
     conn_ctx *c = smfi_getpriv(ctx);
@@ -605,10 +623,11 @@ static sfsistat on_eom(SMFICTX *ctx)
         msg_reset(c);
         return SMFIS_TEMPFAIL;
     }
-    if (is_outbound(c) && !c->authenticated && c->had_our_ar) {
-        /* Our badge on arrival, from an internal address without a login,
-         * means this mail came in from outside once already (a local
-         * redirect, a list manager re-injecting it): not ours to sign. */
+    if (is_outbound(c) && c->had_our_ar && !from_is_login(c)) {
+        /* Our badge on arrival means this mail came in from outside once
+         * already (a local redirect, a list manager, an official's
+         * "redirect" of an inbound message): not ours to sign, unless the
+         * logged-in official sends as exactly themself. */
         kyso_log(KYSO_LOG_WARNING, c->qid[0] ? c->qid : NULL, "not-signed",
                  "client=%s reason=\"carries our Authentication-Results: re-injected inbound "
                  "mail\" action=verify",

@@ -30,6 +30,9 @@
 
 extern struct smfiDesc kyso_milter_desc;
 
+/* EX_CONFIG: the worker could not start; restarting it would not help. */
+#define EXIT_START_FAILED 78
+
 static const char *config_path = "/etc/kyso/kyso.conf";
 
 static void usage(FILE *f)
@@ -182,7 +185,7 @@ static int worker(int foreground)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     if (snapshot_load(&s, config_path, err, sizeof(err)) != KYSO_OK) {
         kyso_log(KYSO_LOG_ERR, NULL, "start-failed", "error=\"%s\"", err);
-        return 1;
+        return EXIT_START_FAILED;
     }
     kyso_log_open("kyso-milter", !foreground, (kyso_log_level)s->conf->milter.log_level);
     /* Tokens are opened as root; a missing one is retried on demand. */
@@ -192,7 +195,7 @@ static int worker(int foreground)
     rc = prepare_socket(s->conf) == 0 && drop_privileges(s->conf) == 0;
     snapshot_release(s);
     if (!rc)
-        return 1;
+        return EXIT_START_FAILED;
     pthread_create(&tid, NULL, reload_thread, NULL);
     pthread_detach(tid);
     pthread_create(&tid, NULL, maintenance_thread, NULL);
@@ -221,16 +224,21 @@ static int supervise(int foreground)
     for (;;) {
         if (child < 0 && !stopping) {
             /* A worker that could not start (bad config, no socket) says so
-             * and exits 1: starting it again would change nothing. One that
-             * crashed is restarted, with a growing pause so a crash on every
-             * message does not spin. */
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 1) {
-                kyso_log(KYSO_LOG_ERR, NULL, "worker-failed", "status=1 giving-up=yes");
+             * with EXIT_START_FAILED: starting it again would change nothing.
+             * One that crashed or failed later is restarted, with a growing
+             * pause so a crash on every message does not spin; the pause
+             * still answers SIGTERM. */
+            if (WIFEXITED(status) && WEXITSTATUS(status) == EXIT_START_FAILED) {
+                kyso_log(KYSO_LOG_ERR, NULL, "worker-failed", "status=start-failed giving-up=yes");
                 return 1;
             }
             if (backoff) {
+                struct timespec pause = {(time_t)backoff, 0};
+
                 kyso_log(KYSO_LOG_ERR, NULL, "worker-restart", "in=%us", backoff);
-                sleep(backoff);
+                sig = sigtimedwait(&set, NULL, &pause);
+                if (sig == SIGTERM || sig == SIGINT)
+                    return 0;
             }
             backoff = backoff ? (backoff < 32 ? backoff * 2 : 60) : 1;
             started = time(NULL);

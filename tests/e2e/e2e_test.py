@@ -1120,15 +1120,14 @@ def run_cases(t):
         msgid = new_msgid("authforged")
         msg = make_message(msgid, "Văn phòng UBND tỉnh Bắc Kạn <vanphong@backan.gov.vn>",
                            TAG_PASS + " Thông báo nội bộ", to="vanthu@backan.gov.vn",
-                           extra_headers=["X-Kyso-Signer: Fake", forged_ar],
-                           attach=False)
+                           extra_headers=["X-Kyso-Signer: Fake"], attach=False)
         code, text = t.submit(msg, "vanphong@backan.gov.vn",
                               ["vanthu@backan.gov.vn"], auth=True)
         if code != 250:
             raise Fail("submission refused: %d %s" % (code, text))
         raw = t.must_deliver(msgid, "outgoing mail with forged badge")
         if our_ar(raw):
-            raise Fail("forged Authentication-Results kept: %r" % our_ar(raw))
+            raise Fail("an Authentication-Results of ours on outgoing mail: %r" % our_ar(raw))
         if fields_named(raw, "X-Kyso-Signer"):
             raise Fail("X-Kyso-Signer kept")
         subj = decoded(one_field(raw, "Subject"))
@@ -1136,8 +1135,33 @@ def run_cases(t):
             raise Fail("forged tag kept in Subject %r" % subj)
         if not is_multipart_signed(raw):
             raise Fail("not signed")
-        return "signed; no A-R, no X-Kyso-Signer; Subject %r" % subj
+        return "signed; no X-Kyso-Signer; Subject %r" % subj
     check("4c authenticated sender cannot forge the badge for a colleague", case4c)
+
+    # 4e. an official "redirecting" inbound mail (it carries our A-R) that
+    #     claims a colleague's From: verified again, never signed
+    def case4e():
+        msgid = new_msgid("redirected")
+        msg = make_message(msgid, "Nguyễn Văn An <chutich@backan.gov.vn>",
+                           TAG_PASS + " Chuyển khoản gấp", to="vanthu@backan.gov.vn",
+                           extra_headers=["X-Kyso-Signer: Fake", forged_ar], attach=False)
+        code, text = t.submit(msg, "chutich@backan.gov.vn",
+                              ["vanthu@backan.gov.vn"], auth=True)
+        if code != 250:
+            raise Fail("submission refused: %d %s" % (code, text))
+        raw = t.must_deliver(msgid, "redirected inbound mail")
+        if is_multipart_signed(raw):
+            raise Fail("signed as the colleague's identity")
+        ars = our_ar(raw)
+        if len(ars) != 1 or not re.search(r"\bsmime=none\b", ars[0]):
+            raise Fail("expected exactly our true A-R (none), got %r" % ars)
+        if [v for v in fields_named(raw, "X-Kyso-Signer") if "Fake" in v]:
+            raise Fail("forged X-Kyso-Signer kept")
+        subj = decoded(one_field(raw, "Subject"))
+        if TAG_PASS in subj:
+            raise Fail("forged tag kept in Subject %r" % subj)
+        return "not signed; %s" % ars[0][:60]
+    check("4e redirected inbound mail from an authenticated client is verified, not signed", case4e)
 
     # 8. SIGHUP reloads the config; a broken config is refused, the old stays
     def case8():
