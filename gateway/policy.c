@@ -303,13 +303,57 @@ static unsigned int next_cp(const unsigned char **p)
  * the real tag: nothing for spaces, format characters and combining marks;
  * the base letter, lower case, for Latin letters with diacritics; the
  * character itself otherwise. */
+/* Greek and Cyrillic letters that look like Latin ones. */
+static const struct {
+    unsigned int cp;
+    char base;
+} homoglyphs[] = {
+    {0x0131, 'i'}, {0x0391, 'a'}, {0x0392, 'b'}, {0x0395, 'e'}, {0x0396, 'z'}, {0x0397, 'h'},
+    {0x0399, 'i'}, {0x039A, 'k'}, {0x039C, 'm'}, {0x039D, 'n'}, {0x039F, 'o'}, {0x03A1, 'p'},
+    {0x03A4, 't'}, {0x03A5, 'y'}, {0x03A7, 'x'}, {0x03B1, 'a'}, {0x03B5, 'e'}, {0x03B9, 'i'},
+    {0x03BA, 'k'}, {0x03BD, 'v'}, {0x03BF, 'o'}, {0x03C1, 'p'}, {0x03C4, 't'}, {0x03C5, 'u'},
+    {0x03C7, 'x'}, {0x0405, 's'}, {0x0406, 'i'}, {0x0408, 'j'}, {0x0410, 'a'}, {0x0412, 'b'},
+    {0x0415, 'e'}, {0x041A, 'k'}, {0x041C, 'm'}, {0x041D, 'h'}, {0x041E, 'o'}, {0x0420, 'p'},
+    {0x0421, 'c'}, {0x0422, 't'}, {0x0425, 'x'}, {0x0430, 'a'}, {0x0435, 'e'}, {0x043E, 'o'},
+    {0x0440, 'p'}, {0x0441, 'c'}, {0x0443, 'y'}, {0x0445, 'x'}, {0x0455, 's'}, {0x0456, 'i'},
+    {0x0458, 'j'}, {0x04BB, 'h'}, {0x0501, 'd'},
+};
+
+static int is_invisible(unsigned int cp)
+{
+    return cp == ' ' || cp == '\t' || cp < 0x20 || (cp >= 0x7F && cp <= 0xA0) || cp == 0xAD ||
+           (cp >= 0x300 && cp <= 0x36F) || cp == 0x34F || cp == 0x61C || cp == 0x115F ||
+           cp == 0x1160 || cp == 0x17B4 || cp == 0x17B5 || (cp >= 0x180B && cp <= 0x180F) ||
+           (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
+           (cp >= 0x205F && cp <= 0x206F) || cp == 0x3000 || cp == 0x3164 || cp == 0xFFA0 ||
+           cp == 0xFEFF || (cp >= 0xFE00 && cp <= 0xFE0F) || (cp >= 0x1BCA0 && cp <= 0x1BCA3) ||
+           (cp >= 0xE0000 && cp <= 0xE0FFF);
+}
+
 static int fold_cp(unsigned int cp, char *out)
 {
-    if (cp == ' ' || cp == '\t' || cp == 0xA0 || cp == 0xAD || (cp >= 0x300 && cp <= 0x36F) ||
-        (cp >= 0x2000 && cp <= 0x200F) || (cp >= 0x2028 && cp <= 0x202F) ||
-        (cp >= 0x205F && cp <= 0x2064) || cp == 0x3000 || cp == 0xFEFF ||
-        (cp >= 0xFE00 && cp <= 0xFE0F))
+    if (is_invisible(cp))
         return 0;
+    /* Fullwidth forms of ASCII. */
+    if (cp >= 0xFF01 && cp <= 0xFF5E)
+        cp -= 0xFEE0;
+    /* Mathematical alphanumerics: bold, italic, script... A-Z a-z and digits. */
+    if (cp >= 0x1D400 && cp <= 0x1D6A3) {
+        unsigned int k = (cp - 0x1D400) % 52;
+
+        out[0] = (char)('a' + (k < 26 ? k : k - 26));
+        return 1;
+    }
+    if (cp >= 0x1D7CE && cp <= 0x1D7FF) {
+        out[0] = (char)('0' + (cp - 0x1D7CE) % 10);
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof(homoglyphs) / sizeof(homoglyphs[0]); i++) {
+        if (homoglyphs[i].cp == cp) {
+            out[0] = homoglyphs[i].base;
+            return 1;
+        }
+    }
     if (cp < 0x80) {
         out[0] = (char)(cp >= 'A' && cp <= 'Z' ? cp + 32 : cp);
         return 1;
@@ -381,6 +425,16 @@ char *kyso_policy_subject_untag(const kyso_config *c, const char *subject)
 
     if (decoded == NULL)
         return NULL;
+    /* libetpan drops encoded-words in charsets it cannot convert, while a
+     * client may still show them: such a subject is rewritten as decoded. */
+    {
+        static const char *const exotic[] = {"=?utf-16", "=?utf-32", "=?utf-7", "=?ucs",
+                                             "=?unicode"};
+
+        for (size_t i = 0; i < sizeof(exotic) / sizeof(exotic[0]); i++)
+            if (strcasestr(subject, exotic[i]))
+                changed = 1;
+    }
     rest = decoded;
     while (again) {
         again = 0;

@@ -244,6 +244,9 @@ static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state
             "[\xc4\x90\xc3\xa3\xe2\x80\x8b k\xc3\xbd\xc2\xa0s\xe1\xbb\x91] B\xc3\xa1o c\xc3\xa1o",
             "\xef\xbb\xbf[\xc4\x91\xc3\x83 K\xc3\x9d S\xe1\xbb\x90] B\xc3\xa1o c\xc3\xa1o",
             "[Da ky so] B\xc3\xa1o c\xc3\xa1o",
+            /* fullwidth brackets, Cyrillic a, bidi isolate, tag character */
+            "\xef\xbc\xbb\xc4\x90\xd0\xb0\xcc\x83 \xe2\x81\xa6k\xc3\xbd "
+            "s\xf3\xa0\x81\x81\xe1\xbb\x91\xef\xbc\xbd B\xc3\xa1o c\xc3\xa1o",
         };
 
         for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
@@ -256,6 +259,15 @@ static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state
         /* A subject that merely starts with similar words is left alone. */
         assert_null(kyso_policy_subject_untag(c, "Đã ký số hợp đồng"));
         assert_null(kyso_policy_subject_untag(c, "[Đã ký] văn bản"));
+        /* An encoded-word libetpan cannot convert (UTF-16) is not left for
+         * a client to show: the subject is rewritten as decoded. */
+        {
+            char *u = kyso_policy_subject_untag(c, "=?UTF-16?B?AFsAUwBpAGcAbgBlAGQAXQ==?= hi");
+
+            assert_non_null(u);
+            assert_null(strstr(u, "UTF-16"));
+            free(u);
+        }
     }
     assert_null(kyso_policy_subject_tag(c, KYSO_RESULT_NONE, "x"));
     free(tagged);
