@@ -89,13 +89,11 @@ static void test_config_rejects_bad_values_with_their_line(void **state)
          ":2: 'on_invalid' must be one of"},
         {"inbound: { authserv_id = \"a\"; };\nmilter: { timeout = 0; };\n",
          ":2: 'timeout' in milter is out of range"},
-        {"inbound: { authserv_id = \"a\"; };\noutbound: { internal_networks = [ \"10.0.0.0/33\" ]; "
-         "};\n",
+        {"inbound: { authserv_id = \"a\"; };\noutbound: { internal_networks = [ \"10.0.0.0/33\" ]; };\n",
          "'10.0.0.0/33' in internal_networks is not a CIDR network"},
         {"inbound: { };\n", "'authserv_id' in inbound must be set"},
         {"inbound: { authserv_id = \"a\"; };\nidentities = ( { name = \"x\"; key = "
-         "\"pkcs11:object=a\";\n"
-         " token = \"nope\"; cert = \"/c\"; senders = [\"@a\"]; } );\n",
+         "\"pkcs11:object=a\";\n token = \"nope\"; cert = \"/c\"; senders = [\"@a\"]; } );\n",
          ":3: identity 'x' names unknown token 'nope'"},
         {"inbound: { authserv_id = \"a\"; };\nbogus = 1;\n",
          ":2: unknown key 'bogus' at top level"},
@@ -245,8 +243,7 @@ static void test_subject_tag_is_encoded_and_forged_tags_are_removed(void **state
             "\xef\xbb\xbf[\xc4\x91\xc3\x83 K\xc3\x9d S\xe1\xbb\x90] B\xc3\xa1o c\xc3\xa1o",
             "[Da ky so] B\xc3\xa1o c\xc3\xa1o",
             /* fullwidth brackets, Cyrillic a, bidi isolate, tag character */
-            "\xef\xbc\xbb\xc4\x90\xd0\xb0\xcc\x83 \xe2\x81\xa6k\xc3\xbd "
-            "s\xf3\xa0\x81\x81\xe1\xbb\x91\xef\xbc\xbd B\xc3\xa1o c\xc3\xa1o",
+            "\xef\xbc\xbb\xc4\x90\xd0\xb0\xcc\x83 \xe2\x81\xa6k\xc3\xbd s\xf3\xa0\x81\x81\xe1\xbb\x91\xef\xbc\xbd B\xc3\xa1o c\xc3\xa1o",
         };
 
         for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++) {
