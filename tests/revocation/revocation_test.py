@@ -580,6 +580,21 @@ class Env:
         self.gencrl("root", "root2.crl")
         with open(self.p("chain2.pem"), "wb") as f:
             f.write(self.pem("sub.pem") + self.pem("sub2.pem"))
+        # A forger's "sub": sub's name, the rogue key, a huge cRLNumber and
+        # no revocations (scenario 3d: CRL cache poisoning).
+        fake = self.p("ca/fakesub")
+        os.makedirs(os.path.join(fake, "newcerts"), exist_ok=True)
+        open(os.path.join(fake, "index.txt"), "w").close()
+        with open(os.path.join(fake, "crlnumber"), "w") as f:
+            f.write("7FFFFFFF\n")
+        sub_subject = must(["openssl", "x509", "-in", self.p("sub.pem"), "-noout", "-subject",
+                            "-nameopt", "RFC2253"], "sub subject").stdout.decode().strip()
+        sub_subject = sub_subject.split("=", 1)[1].strip()
+        must(["openssl", "req", "-x509", "-new", "-key", self.p("rogue.key"), "-days", "30",
+              "-subj", "/" + "/".join(reversed(sub_subject.split(","))),
+              "-out", os.path.join(fake, "ca.pem")], "forged sub certificate")
+        shutil.copy(self.p("rogue.key"), os.path.join(fake, "ca.key"))
+        self.gencrl("fakesub", "sub-forged.crl")
         # What the CRL server serves: DER, as RFC 5280 4.2.1.13 wants
         # (scenario 3c serves PEM on purpose).
         self.crl = {
@@ -588,6 +603,7 @@ class Env:
             "/sub-stale.crl": self.der("sub-stale.crl"),
             "/root2.crl": self.der("root2.crl"),
             "/sub2.crl": self.der("sub2.crl"),
+            "/sub-forged.crl": self.der("sub-forged.crl"),
         }
         self.crl_pem = {"/sub.crl": self.pem("sub-now.crl"),
                         "/root.crl": self.pem("root-now.crl")}
@@ -762,6 +778,40 @@ def s3_revoked_crl(env, m, state):
         g = env.verify(m["org"]).want("pass", "good", "crl")
         state["s3_cache"] = cache
     return "revoked: %s | org: good by %s" % (v, g.s["revocation_source"])
+
+
+def s3_poisoned_cache(env, m):
+    """A forged CRL (issuer name right, key wrong, huge cRLNumber) must never
+    take the place of the real one: not through a refresh, not planted on
+    disk; the revoked certificate stays revoked."""
+    cache = os.path.join(env.tmp, "cache-s3d")
+    files = dict(env.crl)
+    with CrlServer(files) as crl:
+        ensure_free(OCSP_PORT, "OCSP")
+        env.verify(m["revoked"], "--cache-dir", cache).want("fail", "revoked", "crl")
+        crl.files["/sub.crl"] = env.crl["/sub-forged.crl"]
+        r = must([env.kyso, "revocation", "refresh", "--cache-dir", cache, "--trust",
+                  env.p("trust.pem"), "--untrusted", env.p("chain.pem")], "refresh (forged)")
+        st = must([env.kyso, "revocation", "status", "--cache-dir", cache],
+                  "status").stdout.decode("utf-8", "replace")
+        line = [l for l in st.splitlines() if "/sub.crl " in l + " "]
+        expect(line and "entries=1" in line[0],
+               "after refreshing with a forged CRL the cache holds %r" % line)
+        crl.files["/sub.crl"] = env.crl["/sub.crl"]
+        env.verify(m["revoked"], "--cache-dir", cache).want("fail", "revoked", "crl")
+        # Planted on disk: the forged CRL in the cache file of sub.crl.
+        planted = [f for f in os.listdir(cache) if f.endswith(".url") and
+                   open(os.path.join(cache, f)).read().strip().endswith("/sub.crl")]
+        expect(planted, "no cache file for sub.crl in %r" % os.listdir(cache))
+        with open(os.path.join(cache, planted[0][:-4] + ".crl"), "wb") as f:
+            f.write(env.crl["/sub-forged.crl"])
+        # Forget the remembered answers, so the CRL itself must decide.
+        for f in os.listdir(cache):
+            if f.startswith("status-"):
+                os.unlink(os.path.join(cache, f))
+        v = env.verify(m["revoked"], "--cache-dir", cache).want("fail", "revoked", "crl")
+    return "refresh kept the real CRL (%s); planted forgery ignored: %s" % (
+        r.stdout.decode().splitlines()[0], v)
 
 
 def s3_pem_crl(env, m):
@@ -1366,6 +1416,8 @@ def main():
         check("3c CRLs served as PEM over HTTP", s3_pem_crl, env, m)
         check("3b kyso revocation status / refresh", s3_status_refresh, env,
               m, state)
+        check("3d forged CRL cannot poison the cache (refresh, planted file)",
+              s3_poisoned_cache, env, m)
         check("4 everything down: soft pass/unknown, hard temperror, fast",
               s4_all_down, env, m)
         check("5 stale CRL, OCSP down: unknown, never good", s5_stale_crl,
