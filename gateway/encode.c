@@ -209,6 +209,17 @@ static body_need assess_body(const char *p, size_t len, int is_text)
 
 /* Copies the header fields, canonicalised, leaving out Content-Transfer-Encoding
  * when a new one is given, then the empty line. */
+/* The field's value with its folds removed. */
+static kyso_status unfold_value(kyso_buf *out, const kyso_field *f)
+{
+    kyso_status st = KYSO_OK;
+
+    for (size_t k = 0; k < f->value_len && st == KYSO_OK; k++)
+        if (f->value[k] != '\r' && f->value[k] != '\n')
+            st = kyso_buf_append(out, &f->value[k], 1);
+    return st;
+}
+
 /* RFC 2231 extended value: utf-8'' and percent-encoding, continued in
  * pieces so no line grows long. */
 static kyso_status emit_param_2231(kyso_buf *out, const char *name, size_t nlen, const char *v,
@@ -252,11 +263,8 @@ static kyso_status emit_params_7bit(kyso_buf *out, const kyso_field *f)
     int first = 1;
     kyso_status st;
 
-    /* Unfolded value. */
-    for (size_t k = 0; k < f->value_len; k++)
-        if (f->value[k] != '\r' && f->value[k] != '\n')
-            if ((st = kyso_buf_append(&v, &f->value[k], 1)) != KYSO_OK)
-                goto out;
+    if ((st = unfold_value(&v, f)) != KYSO_OK)
+        goto out;
     if ((st = kyso_buf_printf(out, "%.*s:", (int)f->name_len, f->name)) != KYSO_OK)
         goto out;
     while (i < v.len) {
@@ -325,10 +333,7 @@ static kyso_status emit_field_7bit(kyso_buf *out, const kyso_field *f)
 
     if (kyso_field_is(f, "Content-Type") || kyso_field_is(f, "Content-Disposition"))
         return emit_params_7bit(out, f);
-    for (size_t k = 0; k < f->value_len && st == KYSO_OK; k++)
-        if (f->value[k] != '\r' && f->value[k] != '\n')
-            st = kyso_buf_append(&v, &f->value[k], 1);
-    if (st != KYSO_OK)
+    if ((st = unfold_value(&v, f)) != KYSO_OK)
         goto out;
     {
         const char *p = v.data ? v.data : "";

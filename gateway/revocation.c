@@ -823,17 +823,14 @@ static int crl_signed_by(X509_CRL *crl, X509 *issuer)
     return ok;
 }
 
-/* Whether crl is a complete CRL of the issuer, correctly signed and
+/* Whether crl (already known to come from its issuer) is complete and
  * current. Partitioned, indirect and delta CRLs (issuingDistributionPoint,
  * deltaCRLIndicator) and unknown critical extensions are refused: judged as
  * complete they would call a revoked certificate good. */
-static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
+static int crl_current(X509_CRL *crl, time_t now)
 {
     time_t next = asn1_to_time(X509_CRL_get0_nextUpdate(crl));
-    EVP_PKEY *pk = X509_get0_pubkey(issuer);
 
-    if (X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_subject_name(issuer)) != 0)
-        return 0;
     for (int i = 0; i < X509_CRL_get_ext_count(crl); i++) {
         X509_EXTENSION *ext = X509_CRL_get_ext(crl, i);
         int nid = OBJ_obj2nid(X509_EXTENSION_get_object(ext));
@@ -844,11 +841,13 @@ static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
             nid != NID_authority_key_identifier)
             return 0;
     }
-    if (pk == NULL || X509_CRL_verify(crl, pk) <= 0) {
-        ERR_clear_error();
-        return 0;
-    }
     return next != 0 && next + CLOCK_SKEW > now;
+}
+
+/* Whether crl is the issuer's, correctly signed, complete and current. */
+static int crl_usable(X509_CRL *crl, X509 *issuer, time_t now)
+{
+    return crl_signed_by(crl, issuer) && crl_current(crl, now);
 }
 
 /* Whether fresh is older than what we have (lower cRLNumber): an attacker
@@ -896,7 +895,7 @@ static int check_crl(kyso_revoker *r, X509 *cert, X509 *issuer, long long deadli
         X509_CRL_free(crl);
         crl = NULL;
     }
-    if (crl == NULL || !crl_usable(crl, issuer, now)) {
+    if (crl == NULL || !crl_current(crl, now)) {
         X509_CRL *fresh = crl_fetch(r, url, deadline);
 
         if (fresh && crl_usable(fresh, issuer, now) && !crl_older(fresh, crl)) {

@@ -206,19 +206,8 @@ static kyso_status build_entity(kyso_buf *entity, const kyso_entity *msg, int wh
     int has_ctype = 0;
     kyso_status st;
 
-    if (whole) {
-        /* Wrapping a signed message: it travels as message/rfc822 would,
-         * but as its Content-* fields and body, the way clients nest it. */
-        while (kyso_field_next(msg, &pos, &f)) {
-            if (!is_content_field(&f))
-                continue;
-            if ((st = kyso_buf_append(entity, f.field, f.field_len)) != KYSO_OK)
-                return st;
-        }
-        if ((st = kyso_buf_append(entity, "\r\n", 2)) != KYSO_OK)
-            return st;
-        return kyso_buf_append(entity, msg->body, msg->body_len);
-    }
+    /* When wrapping (whole), the signed message travels as its Content-*
+     * fields and body, the way clients nest it. */
     while (kyso_field_next(msg, &pos, &f)) {
         if (!is_content_field(&f))
             continue;
@@ -227,7 +216,7 @@ static kyso_status build_entity(kyso_buf *entity, const kyso_entity *msg, int wh
         if ((st = kyso_buf_append(entity, f.field, f.field_len)) != KYSO_OK)
             return st;
     }
-    if (!has_ctype) {
+    if (!whole && !has_ctype) {
         /* RFC 2045's default is us-ascii; 8-bit text without a label is
          * taken as UTF-8, what the deployment's clients write. */
         st = kyso_buf_printf(entity, "Content-Type: text/plain; charset=%s\r\n",
